@@ -1,0 +1,1018 @@
+"""Local run store: trained runs and resumable artifacts on disk, indexed in SQLite.
+
+Interface: :class:`RunStore` with ``save_run`` / ``load_run`` / ``update_run`` /
+``list_runs`` / ``runs_table`` / ``rename_run`` / ``delete_run`` / ``exists`` for runs,
+``put_artifact`` / ``get_artifact`` / ``list_artifacts`` / ``delete_artifact`` for
+artifacts (cached intermediate results keyed by a JSON dict), and ``gc``.
+
+Layout under ``home`` (``$ATTRCORE_HOME``, else ``~/.attrcore``)::
+
+    index.sqlite                                   name → current version (WAL mode)
+    runs/<name>/<uuid>/tensors.safetensors         one immutable version of a run
+    runs/<name>/<uuid>/run.json                    config, history, timings, metrics, meta
+    artifacts/<kind>/<key fp>-<uuid>.safetensors   one immutable version of an artifact
+
+Why versions: every write goes to a fresh directory (or file) that nothing points at, is
+fsynced, and only then does ONE SQLite transaction point the index at it; the version it
+replaced is removed after the commit. A crash or Ctrl-C at any moment therefore leaves the
+old state or the new one, never a half-written run. Readers only follow the index, so
+orphans left by a hard crash are invisible until :meth:`RunStore.gc` removes them.
+
+Nothing is pickled: tensors are safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import ConfigError, RunNotFoundError, ShapeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "Artifact",
+    "LazyTensors",
+    "Run",
+    "RunInfo",
+    "RunStore",
+    "default_home",
+    "fingerprint",
+]
+
+INDEX_FILE = "index.sqlite"
+TENSORS_FILE = "tensors.safetensors"
+RUN_FILE = "run.json"
+FORMAT_VERSION = 1
+LIST_RUNS_HINT = "python -m attrcore runs"
+RUNS_TABLE_COLUMNS = (
+    "name", "created", "dataset", "scheme", "horizon", "n_sources",
+    "test_accuracy", "train_seconds", "MB",
+)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+_VERSION_RE = re.compile(r"[0-9a-f]{32}")
+_ARTIFACT_FILE_RE = re.compile(r"[0-9a-f]{16}-[0-9a-f]{32}\.safetensors")
+# What safetensors ≥ 0.4 can store; checked up front so the error names the tensor.
+_DTYPES = frozenset({
+    torch.float64, torch.float32, torch.float16, torch.bfloat16,
+    torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+})
+_SQLITE_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
+_ATTEMPTS = 20  # optimistic retries when another writer changes a run under us
+_GC_GRACE = 900.0  # seconds; younger orphans may be a save still in progress
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    version TEXT NOT NULL,      -- runs/<name>/<uuid>, relative to home
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    config TEXT NOT NULL,       -- JSON, like the next four
+    metrics TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    tensors TEXT NOT NULL,      -- {name: {"dtype": "float32", "shape": [..]}}
+    nbytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    kind TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version TEXT NOT NULL,      -- artifacts/<kind>/<fp>-<uuid>.safetensors
+    meta TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    PRIMARY KEY (kind, fingerprint)
+);
+"""
+_RUN_COLUMNS = (
+    "name", "version", "created_at", "updated_at", "fingerprint",
+    "config", "metrics", "timings", "meta", "tensors", "nbytes",
+)
+
+
+def default_home() -> Path:
+    """``$ATTRCORE_HOME`` if set, else ``~/.attrcore``."""
+    env = os.environ.get("ATTRCORE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".attrcore"
+
+
+def fingerprint(obj: object) -> str:
+    """Short sha256 of the canonical JSON of ``obj``; equals ``attrcore.config.fingerprint``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of the index: everything about a run except its tensors and history."""
+
+    name: str
+    created_at: str  # ISO 8601, UTC
+    fingerprint: str  # of the config
+    config: dict
+    metrics: dict
+    timings: dict
+    nbytes: int  # size of the tensors file
+    meta: dict = field(default_factory=dict)
+    tensor_specs: dict = field(default_factory=dict)  # {name: {"dtype": str, "shape": [int]}}
+    updated_at: str = ""
+
+
+@dataclass
+class Run:
+    """A loaded run. ``tensors`` is a dict, or a :class:`LazyTensors` with ``lazy=True``."""
+
+    name: str
+    config: dict
+    tensors: Mapping[str, torch.Tensor] = field(repr=False)
+    history: list[dict] = field(repr=False)
+    timings: dict
+    metrics: dict
+    meta: dict
+    created_at: str
+    fingerprint: str
+    path: Path  # the version directory that was read
+    updated_at: str = ""
+
+
+@dataclass
+class Artifact:
+    """A stored artifact: ``arrays`` as numpy (bfloat16 comes back as float32)."""
+
+    kind: str
+    key: dict
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    meta: dict
+    created_at: str
+    fingerprint: str  # of the key
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """The tensors of one run version, each read from disk on first access, then cached.
+
+    Reads the version that was current when the run was loaded; if that run has since been
+    overwritten or deleted, access raises :class:`RunNotFoundError`.
+    """
+
+    def __init__(self, path: Path, keys: Sequence[str], run_name: str) -> None:
+        self._path, self._keys, self._run = path, tuple(keys), run_name
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._cache:
+            try:
+                with safe_open(str(self._path), framework="pt") as f:
+                    self._cache[key] = f.get_tensor(key)
+            except FileNotFoundError:
+                raise RunNotFoundError(
+                    f"run {self._run!r} was overwritten or deleted after it was loaded lazily; "
+                    "load it again."
+                ) from None
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"LazyTensors({list(self._keys)!r}, loaded={list(self._cache)!r})"
+
+
+_ANY = object()  # _commit_run: any current version (or none) may be replaced
+
+
+class _Conflict(Exception):
+    """Another writer changed the run between our read and our commit; try again."""
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class RunStore:
+    """Runs and artifacts under ``home`` (default :func:`default_home`).
+
+    Safe to share between threads and between processes (the app and the CLI): every call
+    opens its own SQLite connection, and writers serialise on SQLite's write lock.
+    """
+
+    def __init__(self, home: str | os.PathLike | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.home)!r})"
+
+    # --- runs: write -------------------------------------------------------------------
+
+    def save_run(
+        self,
+        name: str,
+        *,
+        config: dict,
+        tensors: Mapping[str, torch.Tensor],
+        history: Sequence[dict] = (),
+        timings: Mapping[str, float] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        meta: dict | None = None,
+        overwrite: bool = False,
+    ) -> RunInfo:
+        """Save a run atomically; refuse an existing ``name`` unless ``overwrite``."""
+        name = _check_name(name, "run name")
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"config must be a dict, got {type(config).__name__}.")
+        config = _json_value(dict(config), "config")
+        history = _json_history(history)
+        timings = _json_numbers(timings, "timings")
+        metrics = _json_numbers(metrics, "metrics")
+        meta = _json_dict(meta, "meta")
+        prepared = _prepare_tensors(tensors)
+        if not overwrite and self.exists(name):  # fail before writing any bytes
+            raise _exists_error(name)
+        now = _now()
+        doc = {
+            "format": FORMAT_VERSION, "name": name, "created_at": now, "updated_at": now,
+            "fingerprint": fingerprint(config), "config": config, "history": history,
+            "timings": timings, "metrics": metrics, "meta": meta,
+            "tensors": _specs(prepared),
+        }
+        version, nbytes = self._stage_run(doc, tensors=prepared)
+        row = _row_from_doc(doc, version, nbytes)
+        self._commit_run(row, expect=_ANY if overwrite else None)
+        return _info_from_row(row)
+
+    def update_run(
+        self,
+        name: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        meta: dict | None = None,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        timings: Mapping[str, float] | None = None,
+    ) -> RunInfo:
+        """Merge new metrics/meta/timings entries and tensors into a run, atomically.
+
+        Entries with an existing key replace it; everything else is kept. Unchanged
+        tensors are hard-linked (copied where links are unsupported), not rewritten.
+        """
+        metrics = _json_numbers(metrics, "metrics")
+        timings = _json_numbers(timings, "timings")
+        meta = _json_dict(meta, "meta")
+        new_tensors = _prepare_tensors(tensors) if tensors is not None else {}
+
+        def change(doc: dict, old_dir: Path) -> dict[str, torch.Tensor] | None:
+            doc["metrics"].update(metrics)
+            doc["timings"].update(timings)
+            doc["meta"].update(meta)
+            if not new_tensors:
+                return None
+            old = _load_tensors(old_dir / TENSORS_FILE, name, None, False, order=doc["tensors"])
+            merged = {**old, **new_tensors}
+            doc["tensors"] = _specs(merged)
+            return merged
+
+        return self._rewrite_run(name, name, change)
+
+    def rename_run(self, old: str, new: str) -> RunInfo:
+        """Give a run a new name; ConfigError if ``new`` is taken or not a valid name."""
+        new = _check_name(new, "run name")
+        if old == new:
+            return _info_from_row(self._run_row(old))
+        if self.exists(new):
+            raise ConfigError(f"cannot rename {old!r}: a run named {new!r} exists; pick another name.")
+        return self._rewrite_run(old, new, lambda doc, old_dir: None)
+
+    def delete_run(self, name: str) -> None:
+        """Remove a run from the index, then its files."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT version FROM runs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise self._not_found(name, conn)
+            conn.execute("DELETE FROM runs WHERE name = ?", (name,))
+        self._remove_version(row[0])
+
+    # --- runs: read --------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        with self._connection() as conn:
+            return conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+    def load_run(self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False) -> Run:
+        """Load a run; ``keys`` loads only those tensors, ``lazy`` defers reading each one.
+
+        RunNotFoundError (with the closest names) for an unknown run; ShapeError for a
+        tensor name the run does not have.
+        """
+        for _ in range(_ATTEMPTS):
+            row = self._run_row(name)
+            vdir = self._abs(row["version"])
+            try:
+                doc = _read_json(vdir / RUN_FILE)
+                tensors = _load_tensors(vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"])
+            except FileNotFoundError:
+                continue  # a concurrent overwrite replaced this version: read the index again
+            return Run(
+                name=name, config=doc["config"], tensors=tensors, history=doc["history"],
+                timings=doc["timings"], metrics=doc["metrics"], meta=doc["meta"],
+                created_at=doc["created_at"], fingerprint=doc["fingerprint"], path=vdir,
+                updated_at=doc.get("updated_at", doc["created_at"]),
+            )
+        raise RunNotFoundError(
+            f"run {name!r} is in the index but its files under {vdir} are missing; "
+            f"delete it with RunStore().delete_run({name!r}) and save it again."
+        )
+
+    def list_runs(
+        self,
+        *,
+        dataset: str | None = None,
+        scheme: str | None = None,
+        name_contains: str | None = None,
+    ) -> list[RunInfo]:
+        """Runs, newest first. ``dataset`` matches ``config["data"]["source"]`` (or its
+        file stem), ``scheme`` matches ``config["simulation"]["scheme"]``, ``name_contains``
+        is a case-insensitive substring; a run missing the key does not match."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY created_at DESC, name"
+            ).fetchall()
+        infos = [_info_from_row(dict(r)) for r in rows]
+        if dataset is not None:
+            infos = [i for i in infos if _dataset_matches(_dig(i.config, "data", "source"), dataset)]
+        if scheme is not None:
+            infos = [i for i in infos if _dig(i.config, "simulation", "scheme") == scheme]
+        if name_contains is not None:
+            needle = name_contains.lower()
+            infos = [i for i in infos if needle in i.name.lower()]
+        return infos
+
+    def runs_table(self, **filters: str | None) -> pd.DataFrame:
+        """One row per run for the app (columns :data:`RUNS_TABLE_COLUMNS`), newest first.
+
+        Takes the filters of :meth:`list_runs`. ``n_sources`` comes from meta, metrics or
+        config, else from the first dimension of a ``responses`` tensor.
+        """
+        import pandas as pd  # only the app needs tables; keeps `import attrcore.store` fast
+
+        records = []
+        for info in self.list_runs(**filters):
+            horizon = _dig(info.config, "simulation", "horizon")
+            records.append({
+                "name": info.name,
+                "created": info.created_at,
+                "dataset": _dig(info.config, "data", "source"),
+                "scheme": _dig(info.config, "simulation", "scheme"),
+                "horizon": None if horizon is None else str(horizon),
+                "n_sources": _n_sources(info),
+                "test_accuracy": info.metrics.get("test_accuracy"),
+                "train_seconds": info.timings.get("train_seconds", info.timings.get("train")),
+                "MB": info.nbytes / 1e6,
+            })
+        df = pd.DataFrame.from_records(records, columns=list(RUNS_TABLE_COLUMNS))
+        return df.astype({
+            "name": object, "dataset": object, "scheme": object, "horizon": object,
+            "n_sources": "Int64", "test_accuracy": float, "train_seconds": float, "MB": float,
+        }).assign(created=pd.to_datetime(df["created"], utc=True, format="ISO8601"))
+
+    # --- artifacts ---------------------------------------------------------------------
+
+    def put_artifact(
+        self,
+        kind: str,
+        key: dict,
+        arrays: Mapping[str, np.ndarray | torch.Tensor],
+        meta: dict | None = None,
+    ) -> str:
+        """Store ``arrays`` under (``kind``, ``key``), replacing any previous ones atomically.
+
+        Returns the key's fingerprint. One small file write and one transaction, so it is
+        cheap enough to call once per finished unit of a resumable job.
+        """
+        kind = _check_name(kind, "artifact kind")
+        key = _json_dict(key, "artifact key")
+        meta = _json_dict(meta, "artifact meta")
+        tensors = _prepare_tensors(_arrays_to_tensors(arrays))
+        fp = fingerprint(key)
+        version = f"artifacts/{kind}/{fp}-{uuid.uuid4().hex}.safetensors"
+        path = self._abs(version)
+        self._ensure_ready()
+        _make_dirs(path.parent)
+        try:
+            _save_tensors(path, tensors)
+            _fsync_dir(path.parent)
+        except BaseException:
+            _unlink(path)
+            raise
+        row = (kind, fp, json.dumps(key, sort_keys=True), version, json.dumps(meta),
+               _now(), path.stat().st_size)
+        old = None
+        try:
+            with self._transaction() as conn:
+                if not path.exists():
+                    raise FileNotFoundError(f"{path} vanished before commit (a concurrent gc?); put it again.")
+                prev = conn.execute(
+                    "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
+                ).fetchone()
+                old = prev[0] if prev else None
+                conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        except BaseException:
+            self._discard_if_unreferenced(version, "artifacts")
+            raise
+        if old is not None:
+            self._remove_version(old)
+        return fp
+
+    def get_artifact(self, kind: str, key: dict) -> Artifact | None:
+        """The artifact stored under (``kind``, ``key``), or None."""
+        key = _json_dict(key, "artifact key")
+        fp = fingerprint(key)
+        for _ in range(_ATTEMPTS):
+            with self._connection() as conn:
+                row = conn.execute(
+                    "SELECT key, version, meta, created_at FROM artifacts "
+                    "WHERE kind = ? AND fingerprint = ?", (kind, fp)
+                ).fetchone()
+            if row is None or json.loads(row["key"]) != key:
+                return None
+            try:
+                loaded = load_file(str(self._abs(row["version"])))
+            except FileNotFoundError:
+                continue  # replaced by a concurrent put: read the index again
+            arrays = {
+                k: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for k, t in loaded.items()
+            }
+            return Artifact(kind=kind, key=key, arrays=arrays, meta=json.loads(row["meta"]),
+                            created_at=row["created_at"], fingerprint=fp)
+        return None
+
+    def list_artifacts(self, kind: str) -> list[dict]:
+        """Artifacts of ``kind``, oldest first, as dicts with ``key``, ``fingerprint``,
+        ``meta``, ``created_at`` and ``nbytes`` (arrays are not read)."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT key, fingerprint, meta, created_at, nbytes FROM artifacts "
+                "WHERE kind = ? ORDER BY created_at, fingerprint", (kind,)
+            ).fetchall()
+        return [
+            {"key": json.loads(r["key"]), "fingerprint": r["fingerprint"],
+             "meta": json.loads(r["meta"]), "created_at": r["created_at"], "nbytes": r["nbytes"]}
+            for r in rows
+        ]
+
+    def delete_artifact(self, kind: str, key: dict) -> bool:
+        """Remove an artifact; False if there was none."""
+        fp = fingerprint(_json_dict(key, "artifact key"))
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp))
+        self._remove_version(row[0])
+        return True
+
+    # --- maintenance -------------------------------------------------------------------
+
+    def gc(self, grace_seconds: float = _GC_GRACE) -> list[Path]:
+        """Remove version directories and artifact files no index row points at.
+
+        Only those untouched for ``grace_seconds`` are removed, because a younger one may
+        be a save in progress in another process. Holding the write lock while deleting
+        makes this safe anyway: a save whose files vanished fails instead of committing.
+        Returns the removed paths.
+        """
+        self._ensure_ready()
+        removed: list[Path] = []
+        cutoff = time.time() - grace_seconds
+        with self._transaction() as conn:
+            # Compare last path components (uuids are unique): on a case-insensitive file
+            # system runs "A" and "a" share a folder whose spelling need not match the row.
+            live = {
+                r[0].rsplit("/", 1)[-1]
+                for r in conn.execute("SELECT version FROM runs UNION SELECT version FROM artifacts")
+            }
+            for parent, pattern, is_dir in (
+                (self.home / "runs", _VERSION_RE, True),
+                (self.home / "artifacts", _ARTIFACT_FILE_RE, False),
+            ):
+                for group in _subdirs(parent):
+                    for entry in list(group.iterdir()):
+                        if (
+                            pattern.fullmatch(entry.name)
+                            and entry.is_dir() == is_dir
+                            and entry.name not in live
+                            and _last_touched(entry) <= cutoff
+                        ):
+                            _remove(entry)
+                            removed.append(entry)
+                    if is_dir:  # artifact folders stay: a put may be writing into one
+                        _rmdir_if_empty(group)
+        return removed
+
+    # --- internals: runs ---------------------------------------------------------------
+
+    def _stage_run(
+        self, doc: dict, *, tensors: dict[str, torch.Tensor] | None = None, link_from: Path | None = None
+    ) -> tuple[str, int]:
+        """Write a new, unreferenced version directory; return its relative path and size."""
+        self._ensure_ready()
+        version = f"runs/{doc['name']}/{uuid.uuid4().hex}"
+        vdir = self._abs(version)
+        _make_dirs(vdir)
+        try:
+            if tensors is not None:
+                _save_tensors(vdir / TENSORS_FILE, tensors)
+            else:
+                assert link_from is not None  # internal invariant, not user input
+                _link_or_copy(link_from, vdir / TENSORS_FILE)
+            _write_json(vdir / RUN_FILE, doc)
+            _fsync_dir(vdir)
+        except BaseException:
+            _remove(vdir)
+            _rmdir_if_empty(vdir.parent)
+            raise
+        return version, (vdir / TENSORS_FILE).stat().st_size
+
+    def _commit_run(
+        self, row: dict, *, expect: object, drop: tuple[str, str] | None = None
+    ) -> None:
+        """Point the index at a staged version in one transaction, then remove the old one.
+
+        ``expect`` is what ``row["name"]`` must point at now: ``_ANY``, None (the name
+        must be free, else the "exists" ConfigError) or a version (else :class:`_Conflict`).
+        ``drop = (name, version)`` deletes that row in the same transaction (rename).
+        """
+        old: list[str] = []
+        try:
+            with self._transaction() as conn:
+                found = _current_version(conn, row["name"])
+                if expect is None and found is not None:
+                    raise _exists_error(row["name"])
+                if isinstance(expect, str) and found != expect:
+                    raise _Conflict()
+                if drop is not None:
+                    if _current_version(conn, drop[0]) != drop[1]:
+                        raise _Conflict()
+                    old.append(drop[1])
+                    conn.execute("DELETE FROM runs WHERE name = ?", (drop[0],))
+                if not self._abs(row["version"], RUN_FILE).exists():
+                    raise FileNotFoundError(
+                        f"{self._abs(row['version'])} vanished before commit (a concurrent gc?); save again."
+                    )
+                _upsert_run(conn, row)
+                old += [found] if found is not None else []
+        except BaseException:
+            self._discard_if_unreferenced(row["version"], "runs")
+            raise
+        for version in old:
+            self._remove_version(version)
+
+    def _rewrite_run(self, name: str, new_name: str, change: Any) -> RunInfo:
+        """Copy-on-write edit of run ``name`` into a new version named ``new_name``.
+
+        ``change(doc, old_dir)`` edits the run.json dict in place and returns the full new
+        tensor dict, or None to hard-link the old tensors file. Retries if another process
+        changes the run between our read and our commit.
+        """
+        for _ in range(_ATTEMPTS):
+            row = self._run_row(name)
+            old_dir = self._abs(row["version"])
+            try:
+                doc = _read_json(old_dir / RUN_FILE)
+                doc["name"], doc["updated_at"] = new_name, _now()
+                tensors = change(doc, old_dir)
+                version, nbytes = self._stage_run(
+                    doc, tensors=tensors, link_from=old_dir / TENSORS_FILE if tensors is None else None
+                )
+            except FileNotFoundError:
+                continue  # the old version was just replaced: start again from the new one
+            new_row = _row_from_doc(doc, version, nbytes)
+            try:
+                if name == new_name:
+                    self._commit_run(new_row, expect=row["version"])
+                else:
+                    self._commit_run(new_row, expect=None, drop=(name, row["version"]))
+            except _Conflict:
+                time.sleep(random.uniform(0.0, 0.01))  # de-synchronise competing writers
+                continue
+            return _info_from_row(new_row)
+        raise ConfigError(
+            f"run {name!r} kept changing while it was being updated (another process is writing "
+            "it); try again when that process is done."
+        )
+
+    def _run_row(self, name: str) -> dict:
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise self._not_found(name, conn)
+        return dict(row)
+
+    def _not_found(self, name: str, conn: sqlite3.Connection) -> RunNotFoundError:
+        names = [r[0] for r in conn.execute("SELECT name FROM runs")]
+        if not names:
+            return RunNotFoundError(
+                f"no run named {name!r}: the store at {self.home} has no runs yet; "
+                "train and save one first."
+            )
+        close = difflib.get_close_matches(str(name), names, n=10, cutoff=0.0)
+        return RunNotFoundError(
+            f"no run named {name!r} in {self.home}. Closest: {', '.join(map(repr, close))}. "
+            f"List all runs with `{LIST_RUNS_HINT}`."
+        )
+
+    # --- internals: files and SQLite ---------------------------------------------------
+
+    def _abs(self, version: str, *parts: str) -> Path:
+        return self.home.joinpath(*version.split("/"), *parts)
+
+    def _remove_version(self, version: str) -> None:
+        """Delete a version that no row points at any more (best effort: gc retries)."""
+        path = self._abs(version)
+        _remove(path)
+        if version.startswith("runs/"):
+            _rmdir_if_empty(path.parent)  # runs/<name>/, so deleted names leave no folder
+
+    def _discard_if_unreferenced(self, version: str, table: str) -> None:
+        """After a failed commit: delete the staged version unless the commit did land.
+
+        A Ctrl-C can arrive just after COMMIT returned, so ask the index; when in doubt
+        (the index cannot be read) keep the files and leave them to gc.
+        """
+        try:
+            with self._connection() as conn:
+                hit = conn.execute(
+                    f"SELECT 1 FROM {table} WHERE version = ?", (version,)
+                ).fetchone()
+        except (sqlite3.Error, OSError):
+            return
+        if hit is None:
+            self._remove_version(version)
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        for sub in ("runs", "artifacts"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.home / INDEX_FILE, timeout=_SQLITE_TIMEOUT, isolation_level=None)
+        try:
+            # WAL lets the app read while the CLI writes; the mode is stored in the file.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        finally:
+            conn.close()
+        self._ready = True
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        self._ensure_ready()
+        conn = sqlite3.connect(self.home / INDEX_FILE, timeout=_SQLITE_TIMEOUT, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        # FULL: the commit must be on disk before we delete the version it replaced.
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; any exception (Ctrl-C included) rolls it back."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")  # closing the connection would roll back too
+                raise
+            conn.execute("COMMIT")
+
+
+def _current_version(conn: sqlite3.Connection, name: str) -> str | None:
+    found = conn.execute("SELECT version FROM runs WHERE name = ?", (name,)).fetchone()
+    return found[0] if found else None
+
+
+def _upsert_run(conn: sqlite3.Connection, row: dict) -> None:
+    """Write one index row inside the caller's transaction (the only place that does)."""
+    conn.execute(
+        f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+        tuple(row[c] for c in _RUN_COLUMNS),
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-100 characters from letters, digits, '-', '_' "
+            "and '.', not starting with '.' (e.g. 'digits-mlp_v2')."
+        )
+    return name
+
+
+def _exists_error(name: str) -> ConfigError:
+    return ConfigError(f"run {name!r} exists; pick another name or pass overwrite=True / --overwrite.")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _json_default(obj: object) -> Any:
+    if isinstance(obj, (np.generic, np.ndarray, torch.Tensor)):
+        return obj.tolist()  # numpy/torch scalars and small arrays become plain JSON
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"a {type(obj).__name__} is not JSON")
+
+
+def _json_value(value: Any, what: str) -> Any:
+    """``value`` as it will read back from JSON; ConfigError if it is not JSON-able."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{what} must be plain JSON (dicts with string keys, lists, strings, numbers, "
+            f"booleans, None): {err}."
+        ) from None
+
+
+def _json_dict(value: Mapping | None, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a dict, got {type(value).__name__}.")
+    return _json_value(dict(value), what)
+
+
+def _json_numbers(value: Mapping | None, what: str) -> dict:
+    """A str → number dict (numpy/torch scalars accepted, None allowed for 'not measured')."""
+    out = _json_dict(value, what)
+    for k, v in out.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{what}[{k!r}] must be a number, got {v!r}.")
+    return out
+
+
+def _json_history(history: Sequence[dict]) -> list[dict]:
+    if isinstance(history, (str, bytes, Mapping)) or not isinstance(history, Sequence):
+        raise ConfigError("history must be a list of dicts, one per epoch.")
+    return [_json_dict(h, f"history[{i}]") for i, h in enumerate(history)]
+
+
+def _prepare_tensors(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors that safetensors accepts (no two sharing storage)."""
+    if not isinstance(tensors, Mapping):
+        raise ConfigError(f"tensors must be a dict of name → torch.Tensor, got {type(tensors).__name__}.")
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, t in tensors.items():
+        if not isinstance(k, str) or not k or k == "__metadata__":
+            raise ConfigError(f"tensor names must be non-empty strings other than '__metadata__', got {k!r}.")
+        if not isinstance(t, torch.Tensor):
+            raise ConfigError(
+                f"tensor {k!r} is a {type(t).__name__}, not a torch.Tensor; convert it with torch.as_tensor."
+            )
+        if t.dtype not in _DTYPES:
+            raise ConfigError(
+                f"tensor {k!r} has dtype {t.dtype}, which the store cannot save; "
+                "convert it to a float, int, uint8 or bool dtype."
+            )
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and ptr in seen:  # safetensors refuses tensors sharing memory
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
+
+
+def _arrays_to_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(arrays, Mapping):
+        raise ConfigError(f"arrays must be a dict of name → array, got {type(arrays).__name__}.")
+    out: dict[str, Any] = {}
+    for k, a in arrays.items():
+        if isinstance(a, (np.ndarray, np.generic)):
+            a = np.asarray(a)
+            if not a.dtype.isnative:
+                a = a.astype(a.dtype.newbyteorder("="))
+            if not (a.flags.c_contiguous and a.flags.writeable):
+                a = a.copy(order="C")
+            try:
+                a = torch.from_numpy(a)
+            except TypeError:
+                raise ConfigError(
+                    f"array {k!r} has dtype {a.dtype}, which the store cannot save; use a numeric or bool dtype."
+                ) from None
+        out[k] = a
+    return out
+
+
+def _specs(tensors: Mapping[str, torch.Tensor]) -> dict:
+    return {k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+            for k, t in tensors.items()}
+
+
+def _row_from_doc(doc: dict, version: str, nbytes: int) -> dict:
+    return {
+        "name": doc["name"], "version": version, "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"], "fingerprint": doc["fingerprint"],
+        "config": json.dumps(doc["config"]), "metrics": json.dumps(doc["metrics"]),
+        "timings": json.dumps(doc["timings"]), "meta": json.dumps(doc["meta"]),
+        "tensors": json.dumps(doc["tensors"]), "nbytes": nbytes,
+    }
+
+
+def _info_from_row(row: Mapping) -> RunInfo:
+    return RunInfo(
+        name=row["name"], created_at=row["created_at"], fingerprint=row["fingerprint"],
+        config=json.loads(row["config"]), metrics=json.loads(row["metrics"]),
+        timings=json.loads(row["timings"]), nbytes=row["nbytes"], meta=json.loads(row["meta"]),
+        tensor_specs=json.loads(row["tensors"]), updated_at=row["updated_at"],
+    )
+
+
+def _load_tensors(
+    path: Path, run: str, keys: Sequence[str] | None, lazy: bool, order: Sequence[str]
+) -> Mapping[str, torch.Tensor]:
+    """Tensors in the order they were saved (safetensors itself sorts them)."""
+    if keys is None and not lazy:
+        loaded = load_file(str(path))
+        return {k: loaded[k] for k in order if k in loaded} | loaded
+    with safe_open(str(path), framework="pt") as f:
+        on_disk = set(f.keys())
+        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
+        wanted = available if keys is None else list(keys)
+        missing = [k for k in wanted if k not in available]
+        if missing:
+            raise ShapeError(
+                f"run {run!r} has no tensor {', '.join(map(repr, missing))}; "
+                f"it has {', '.join(map(repr, available)) or 'none'}."
+            )
+        if lazy:
+            return LazyTensors(path, wanted, run)
+        return {k: f.get_tensor(k) for k in wanted}
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _dataset_matches(source: Any, wanted: str) -> bool:
+    if not isinstance(source, str):
+        return False
+    return source == wanted or Path(source).stem == wanted or Path(source).name == wanted
+
+
+def _n_sources(info: RunInfo) -> int | None:
+    for d in (info.meta, info.metrics, info.config):
+        if isinstance(d.get("n_sources"), (int, float)) and not isinstance(d["n_sources"], bool):
+            return int(d["n_sources"])
+    shape = _dig(info.tensor_specs, "responses", "shape")
+    return int(shape[0]) if shape else None
+
+
+# --- file system --------------------------------------------------------------------
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a safetensors file and flush it to disk."""
+    save_file(tensors, str(path))
+    _fsync_file(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)  # Windows needs a writable handle to flush
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make new directory entries durable (POSIX; Windows cannot open directories)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new entries survive a power cut (their parents are fsynced)."""
+    created, p = [], path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    for attempt in range(3):  # a delete or gc may remove an empty parent mid-way: retry
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    for p in reversed(created):
+        _fsync_dir(p.parent)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link an immutable file into a new version; copy where links fail."""
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(src, dst)
+        _fsync_file(dst)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def _last_touched(path: Path) -> float:
+    """Latest mtime of ``path`` and, for a directory, of its entries."""
+    try:
+        times = [path.stat().st_mtime]
+        if path.is_dir():
+            times += [p.stat().st_mtime for p in path.iterdir()]
+        return max(times)
+    except FileNotFoundError:
+        return 0.0
