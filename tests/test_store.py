@@ -98,6 +98,13 @@ def test_folder_created_on_first_use(home: Path) -> None:
     assert (home / "index.sqlite").is_file()
 
 
+def test_unreadable_index_is_a_readable_error(home: Path) -> None:
+    home.mkdir()
+    (home / "index.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="cannot be read.*ATTRCORE_HOME"):
+        RunStore().list_runs()
+
+
 def test_round_trip_every_field_and_dtype(store: RunStore) -> None:
     tensors = make_tensors()
     history = [{"epoch": 1, "loss": np.float32(0.5), "acc": 0.25}, {"epoch": 2, "loss": 0.25}]

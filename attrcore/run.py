@@ -1,0 +1,192 @@
+"""A trained, simulated run: what ``fit`` returns, the store saves and the app reopens.
+
+Interface::
+
+    run = fit(load_dataset("digits"), hidden=(128,), train=TrainConfig(...),
+              simulation=SimulationConfig(horizon=16), sources="example", progress=cb)
+    scores = run.score(X_query, y_query)            # [Q, m], forward evaluations only
+    run.save(store, "digits-k16");  TrainedRun.load(store, "digits-k16")
+
+The config recorded with a run (``run.config``) holds everything that defines it: the
+dataset spec, the model shape, the training and simulation options and the sources.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import SimulationConfig, TrainConfig
+from .data import Dataset, load_dataset
+from .errors import ConfigError, ShapeError
+from .model import MLP, MLPConfig
+from .readout import score as readout_score
+from .sources import Sources, make_sources
+from .tangents import Tangents
+from .train import ProgressFn, train
+
+
+@dataclass
+class TrainedRun:
+    config: dict
+    mlp: MLP
+    theta: Tensor  # [p]
+    responses: Tangents | None  # m tangents, stored layer by layer
+    source_index: np.ndarray  # [n_train] source id of each training example
+    source_names: tuple[str, ...]
+    history: list[dict] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    name: str | None = None
+
+    # ---- views --------------------------------------------------------------------------
+    @property
+    def n_sources(self) -> int:
+        return len(self.source_names)
+
+    @property
+    def simulation(self) -> SimulationConfig:
+        return SimulationConfig.from_dict(self.config["simulation"])
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.config["train"])
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The training data, rebuilt from the recorded spec (deterministic)."""
+        return load_dataset(**self.config["data"])
+
+    def bytes_per_source(self) -> float:
+        if self.responses is None:
+            return 0.0
+        return self.responses.nbytes() / max(1, len(self.responses))
+
+    def logits(self, X) -> Tensor:
+        X = torch.as_tensor(np.asarray(X)).to(self.theta.dtype)
+        self.mlp.check_input(X)
+        return self.mlp.forward(self.theta, X)
+
+    # ---- attribution --------------------------------------------------------------------
+    def score(
+        self,
+        X,
+        y=None,
+        measure: str = "margin",
+        readout: str = "jvp",
+        target_class: int | None = None,
+        memory_budget_mb: float = 1024.0,
+    ) -> np.ndarray:
+        """Attribution scores ``[Q, m]`` (float32) with forward evaluations only."""
+        if self.responses is None:
+            raise ConfigError(
+                "this run was trained without simulation (scheme 'none'); retrain it with "
+                "--scheme trajectory or stationary to attribute queries."
+            )
+        X = torch.as_tensor(np.asarray(X, dtype=np.float64)).to(self.theta.dtype)
+        if X.ndim == 1:
+            X = X.unsqueeze(0)
+        yt = None if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
+        return readout_score(
+            self.mlp, self.theta, self.responses, X, yt, measure=measure, readout=readout,
+            target_class=target_class, memory_budget_mb=memory_budget_mb,
+        ).numpy()
+
+    # ---- persistence --------------------------------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        out = {"theta": self.theta, "source_index": torch.as_tensor(self.source_index)}
+        if self.responses is not None:
+            for i, (W, b) in enumerate(zip(self.responses.W, self.responses.b)):
+                out[f"responses.W{i}"] = W
+                out[f"responses.b{i}"] = b
+        return out
+
+    def save(self, store, name: str, overwrite: bool = False):
+        info = store.save_run(
+            name, config=self.config, tensors=self.tensors(), history=self.history,
+            timings=self.timings, metrics=self.metrics,
+            meta={"source_names": list(self.source_names), "n_sources": self.n_sources,
+                  "bytes_per_source": self.bytes_per_source()},
+            overwrite=overwrite,
+        )
+        self.name = name
+        return info
+
+    @classmethod
+    def load(cls, store, name: str) -> TrainedRun:
+        rec = store.load_run(name)
+        cfg = rec.config
+        mlp = MLP(MLPConfig.from_dict(cfg["model"]))
+        t = rec.tensors
+        theta = t["theta"]
+        if theta.shape != (mlp.n_params,):
+            raise ShapeError(
+                f"run '{name}' is damaged: its weights have {theta.numel()} values but its model "
+                f"needs {mlp.n_params}; delete it and train it again."
+            )
+        responses = None
+        if "responses.W0" in t:
+            responses = Tangents(
+                [t[f"responses.W{i}"] for i in range(mlp.n_layers)],
+                [t[f"responses.b{i}"] for i in range(mlp.n_layers)],
+            )
+        return cls(
+            config=cfg, mlp=mlp, theta=theta, responses=responses,
+            source_index=t["source_index"].numpy(),
+            source_names=tuple(rec.meta.get("source_names", ())),
+            history=list(rec.history), timings=dict(rec.timings), metrics=dict(rec.metrics),
+            name=name,
+        )
+
+
+def fit(
+    data: Dataset | str,
+    *,
+    hidden: tuple[int, ...] = (128,),
+    activation: str = "relu",
+    train_config: TrainConfig | None = None,
+    simulation: SimulationConfig | None = None,
+    sources: str | Sources = "example",
+    groups: np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainedRun:
+    """Train an MLP on ``data`` and simulate every source's response in the same run."""
+    dataset = load_dataset(data) if isinstance(data, str) else data
+    train_config = train_config or TrainConfig()
+    simulation = simulation or SimulationConfig()
+    src = sources if isinstance(sources, Sources) else make_sources(dataset, sources, groups)
+    if src.index.shape != (dataset.n_train,):
+        raise ShapeError(
+            f"the sources cover {src.index.shape[0]} examples but the training set has {dataset.n_train}."
+        )
+    mcfg = MLPConfig(dataset.n_features, dataset.n_classes, tuple(hidden), activation)
+    mlp = MLP(mcfg)
+    t0 = time.perf_counter()
+    out = train(
+        mlp, dataset.X_train, dataset.y_train, train_config, simulation,
+        source_index=src.index, n_sources=src.m, X_val=dataset.X_test, y_val=dataset.y_test,
+        progress=progress,
+    )
+    responses = None if out.responses is None else Tangents.from_flat(mlp, out.responses)
+    last = out.history[-1] if out.history else {}
+    metrics = {k: last[k] for k in ("train_accuracy", "test_accuracy", "loss") if k in last}
+    timings = dict(out.timings, wall_seconds=time.perf_counter() - t0)
+    if "neumann_step_size" in out.extras:
+        metrics["neumann_step_size"] = out.extras["neumann_step_size"]
+    config = {
+        "data": dataset.spec,
+        "model": mcfg.to_dict(),
+        "train": train_config.to_dict(),
+        "simulation": simulation.to_dict(),
+        "sources": {"kind": src.kind, "m": src.m},
+    }
+    return TrainedRun(
+        config=config, mlp=mlp, theta=out.theta, responses=responses,
+        source_index=np.asarray(src.index), source_names=tuple(src.names),
+        history=out.history, timings=timings, metrics=metrics,
+    )
