@@ -68,18 +68,35 @@ RUN_FILE = "run.json"
 FORMAT_VERSION = 1
 LIST_RUNS_HINT = "python -m attrcore runs"
 RUNS_TABLE_COLUMNS = (
-    "name", "created", "dataset", "scheme", "horizon", "n_sources",
-    "test_accuracy", "train_seconds", "MB",
+    "name",
+    "created",
+    "dataset",
+    "scheme",
+    "horizon",
+    "n_sources",
+    "test_accuracy",
+    "train_seconds",
+    "MB",
 )
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 _VERSION_RE = re.compile(r"[0-9a-f]{32}")
 _ARTIFACT_FILE_RE = re.compile(r"[0-9a-f]{16}-[0-9a-f]{32}\.safetensors")
 # What safetensors ≥ 0.4 can store; checked up front so the error names the tensor.
-_DTYPES = frozenset({
-    torch.float64, torch.float32, torch.float16, torch.bfloat16,
-    torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
-})
+_DTYPES = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    }
+)
 _SQLITE_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 _ATTEMPTS = 20  # optimistic retries when another writer changes a run under us
 _GC_GRACE = 900.0  # seconds; younger orphans may be a save still in progress
@@ -110,8 +127,17 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 _RUN_COLUMNS = (
-    "name", "version", "created_at", "updated_at", "fingerprint",
-    "config", "metrics", "timings", "meta", "tensors", "nbytes",
+    "name",
+    "version",
+    "created_at",
+    "updated_at",
+    "fingerprint",
+    "config",
+    "metrics",
+    "timings",
+    "meta",
+    "tensors",
+    "nbytes",
 )
 
 
@@ -141,7 +167,9 @@ class RunInfo:
     timings: dict
     nbytes: int  # size of the tensors file
     meta: dict = field(default_factory=dict)
-    tensor_specs: dict = field(default_factory=dict)  # {name: {"dtype": str, "shape": [int]}}
+    tensor_specs: dict = field(
+        default_factory=dict
+    )  # {name: {"dtype": str, "shape": [int]}}
     updated_at: str = ""
 
 
@@ -263,9 +291,16 @@ class RunStore:
             raise _exists_error(name)
         now = _now()
         doc = {
-            "format": FORMAT_VERSION, "name": name, "created_at": now, "updated_at": now,
-            "fingerprint": fingerprint(config), "config": config, "history": history,
-            "timings": timings, "metrics": metrics, "meta": meta,
+            "format": FORMAT_VERSION,
+            "name": name,
+            "created_at": now,
+            "updated_at": now,
+            "fingerprint": fingerprint(config),
+            "config": config,
+            "history": history,
+            "timings": timings,
+            "metrics": metrics,
+            "meta": meta,
             "tensors": _specs(prepared),
         }
         version, nbytes = self._stage_run(doc, tensors=prepared)
@@ -298,7 +333,9 @@ class RunStore:
             doc["meta"].update(meta)
             if not new_tensors:
                 return None
-            old = _load_tensors(old_dir / TENSORS_FILE, name, None, False, order=doc["tensors"])
+            old = _load_tensors(
+                old_dir / TENSORS_FILE, name, None, False, order=doc["tensors"]
+            )
             merged = {**old, **new_tensors}
             doc["tensors"] = _specs(merged)
             return merged
@@ -311,13 +348,17 @@ class RunStore:
         if old == new:
             return _info_from_row(self._run_row(old))
         if self.exists(new):
-            raise ConfigError(f"cannot rename {old!r}: a run named {new!r} exists; pick another name.")
+            raise ConfigError(
+                f"cannot rename {old!r}: a run named {new!r} exists; pick another name."
+            )
         return self._rewrite_run(old, new, lambda doc, old_dir: None)
 
     def delete_run(self, name: str) -> None:
         """Remove a run from the index, then its files."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT version FROM runs WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(
+                "SELECT version FROM runs WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 raise self._not_found(name, conn)
             conn.execute("DELETE FROM runs WHERE name = ?", (name,))
@@ -327,9 +368,14 @@ class RunStore:
 
     def exists(self, name: str) -> bool:
         with self._connection() as conn:
-            return conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+            return (
+                conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone()
+                is not None
+            )
 
-    def load_run(self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False) -> Run:
+    def load_run(
+        self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False
+    ) -> Run:
         """Load a run; ``keys`` loads only those tensors, ``lazy`` defers reading each one.
 
         RunNotFoundError (with the closest names) for an unknown run; ShapeError for a
@@ -340,13 +386,22 @@ class RunStore:
             vdir = self._abs(row["version"])
             try:
                 doc = _read_json(vdir / RUN_FILE)
-                tensors = _load_tensors(vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"])
+                tensors = _load_tensors(
+                    vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"]
+                )
             except FileNotFoundError:
                 continue  # a concurrent overwrite replaced this version: read the index again
             return Run(
-                name=name, config=doc["config"], tensors=tensors, history=doc["history"],
-                timings=doc["timings"], metrics=doc["metrics"], meta=doc["meta"],
-                created_at=doc["created_at"], fingerprint=doc["fingerprint"], path=vdir,
+                name=name,
+                config=doc["config"],
+                tensors=tensors,
+                history=doc["history"],
+                timings=doc["timings"],
+                metrics=doc["metrics"],
+                meta=doc["meta"],
+                created_at=doc["created_at"],
+                fingerprint=doc["fingerprint"],
+                path=vdir,
                 updated_at=doc.get("updated_at", doc["created_at"]),
             )
         raise RunNotFoundError(
@@ -370,9 +425,15 @@ class RunStore:
             ).fetchall()
         infos = [_info_from_row(dict(r)) for r in rows]
         if dataset is not None:
-            infos = [i for i in infos if _dataset_matches(_dig(i.config, "data", "source"), dataset)]
+            infos = [
+                i
+                for i in infos
+                if _dataset_matches(_dig(i.config, "data", "source"), dataset)
+            ]
         if scheme is not None:
-            infos = [i for i in infos if _dig(i.config, "simulation", "scheme") == scheme]
+            infos = [
+                i for i in infos if _dig(i.config, "simulation", "scheme") == scheme
+            ]
         if name_contains is not None:
             needle = name_contains.lower()
             infos = [i for i in infos if needle in i.name.lower()]
@@ -389,22 +450,34 @@ class RunStore:
         records = []
         for info in self.list_runs(**filters):
             horizon = _dig(info.config, "simulation", "horizon")
-            records.append({
-                "name": info.name,
-                "created": info.created_at,
-                "dataset": _dig(info.config, "data", "source"),
-                "scheme": _dig(info.config, "simulation", "scheme"),
-                "horizon": None if horizon is None else str(horizon),
-                "n_sources": _n_sources(info),
-                "test_accuracy": info.metrics.get("test_accuracy"),
-                "train_seconds": info.timings.get("train_seconds", info.timings.get("train")),
-                "MB": info.nbytes / 1e6,
-            })
+            records.append(
+                {
+                    "name": info.name,
+                    "created": info.created_at,
+                    "dataset": _dig(info.config, "data", "source"),
+                    "scheme": _dig(info.config, "simulation", "scheme"),
+                    "horizon": None if horizon is None else str(horizon),
+                    "n_sources": _n_sources(info),
+                    "test_accuracy": info.metrics.get("test_accuracy"),
+                    "train_seconds": info.timings.get(
+                        "train_seconds", info.timings.get("train")
+                    ),
+                    "MB": info.nbytes / 1e6,
+                }
+            )
         df = pd.DataFrame.from_records(records, columns=list(RUNS_TABLE_COLUMNS))
-        return df.astype({
-            "name": object, "dataset": object, "scheme": object, "horizon": object,
-            "n_sources": "Int64", "test_accuracy": float, "train_seconds": float, "MB": float,
-        }).assign(created=pd.to_datetime(df["created"], utc=True, format="ISO8601"))
+        return df.astype(
+            {
+                "name": object,
+                "dataset": object,
+                "scheme": object,
+                "horizon": object,
+                "n_sources": "Int64",
+                "test_accuracy": float,
+                "train_seconds": float,
+                "MB": float,
+            }
+        ).assign(created=pd.to_datetime(df["created"], utc=True, format="ISO8601"))
 
     # --- artifacts ---------------------------------------------------------------------
 
@@ -435,18 +508,30 @@ class RunStore:
         except BaseException:
             _unlink(path)
             raise
-        row = (kind, fp, json.dumps(key, sort_keys=True), version, json.dumps(meta),
-               _now(), path.stat().st_size)
+        row = (
+            kind,
+            fp,
+            json.dumps(key, sort_keys=True),
+            version,
+            json.dumps(meta),
+            _now(),
+            path.stat().st_size,
+        )
         old = None
         try:
             with self._transaction() as conn:
                 if not path.exists():
-                    raise FileNotFoundError(f"{path} vanished before commit (a concurrent gc?); put it again.")
+                    raise FileNotFoundError(
+                        f"{path} vanished before commit (a concurrent gc?); put it again."
+                    )
                 prev = conn.execute(
-                    "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
+                    "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?",
+                    (kind, fp),
                 ).fetchone()
                 old = prev[0] if prev else None
-                conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                conn.execute(
+                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", row
+                )
         except BaseException:
             self._discard_if_unreferenced(version, "artifacts")
             raise
@@ -462,7 +547,8 @@ class RunStore:
             with self._connection() as conn:
                 row = conn.execute(
                     "SELECT key, version, meta, created_at FROM artifacts "
-                    "WHERE kind = ? AND fingerprint = ?", (kind, fp)
+                    "WHERE kind = ? AND fingerprint = ?",
+                    (kind, fp),
                 ).fetchone()
             if row is None or json.loads(row["key"]) != key:
                 return None
@@ -471,10 +557,17 @@ class RunStore:
             except FileNotFoundError:
                 continue  # replaced by a concurrent put: read the index again
             arrays = {
-                k: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for k, t in loaded.items()
+                k: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+                for k, t in loaded.items()
             }
-            return Artifact(kind=kind, key=key, arrays=arrays, meta=json.loads(row["meta"]),
-                            created_at=row["created_at"], fingerprint=fp)
+            return Artifact(
+                kind=kind,
+                key=key,
+                arrays=arrays,
+                meta=json.loads(row["meta"]),
+                created_at=row["created_at"],
+                fingerprint=fp,
+            )
         return None
 
     def list_artifacts(self, kind: str) -> list[dict]:
@@ -483,11 +576,17 @@ class RunStore:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT key, fingerprint, meta, created_at, nbytes FROM artifacts "
-                "WHERE kind = ? ORDER BY created_at, fingerprint", (kind,)
+                "WHERE kind = ? ORDER BY created_at, fingerprint",
+                (kind,),
             ).fetchall()
         return [
-            {"key": json.loads(r["key"]), "fingerprint": r["fingerprint"],
-             "meta": json.loads(r["meta"]), "created_at": r["created_at"], "nbytes": r["nbytes"]}
+            {
+                "key": json.loads(r["key"]),
+                "fingerprint": r["fingerprint"],
+                "meta": json.loads(r["meta"]),
+                "created_at": r["created_at"],
+                "nbytes": r["nbytes"],
+            }
             for r in rows
         ]
 
@@ -496,11 +595,14 @@ class RunStore:
         fp = fingerprint(_json_dict(key, "artifact key"))
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
+                "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?",
+                (kind, fp),
             ).fetchone()
             if row is None:
                 return False
-            conn.execute("DELETE FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp))
+            conn.execute(
+                "DELETE FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
+            )
         self._remove_version(row[0])
         return True
 
@@ -522,7 +624,9 @@ class RunStore:
             # system runs "A" and "a" share a folder whose spelling need not match the row.
             live = {
                 r[0].rsplit("/", 1)[-1]
-                for r in conn.execute("SELECT version FROM runs UNION SELECT version FROM artifacts")
+                for r in conn.execute(
+                    "SELECT version FROM runs UNION SELECT version FROM artifacts"
+                )
             }
             for parent, pattern, is_dir in (
                 (self.home / "runs", _VERSION_RE, True),
@@ -545,7 +649,11 @@ class RunStore:
     # --- internals: runs ---------------------------------------------------------------
 
     def _stage_run(
-        self, doc: dict, *, tensors: dict[str, torch.Tensor] | None = None, link_from: Path | None = None
+        self,
+        doc: dict,
+        *,
+        tensors: dict[str, torch.Tensor] | None = None,
+        link_from: Path | None = None,
     ) -> tuple[str, int]:
         """Write a new, unreferenced version directory; return its relative path and size."""
         self._ensure_ready()
@@ -615,7 +723,9 @@ class RunStore:
                 doc["name"], doc["updated_at"] = new_name, _now()
                 tensors = change(doc, old_dir)
                 version, nbytes = self._stage_run(
-                    doc, tensors=tensors, link_from=old_dir / TENSORS_FILE if tensors is None else None
+                    doc,
+                    tensors=tensors,
+                    link_from=old_dir / TENSORS_FILE if tensors is None else None,
                 )
             except FileNotFoundError:
                 continue  # the old version was just replaced: start again from the new one
@@ -626,7 +736,9 @@ class RunStore:
                 else:
                     self._commit_run(new_row, expect=None, drop=(name, row["version"]))
             except _Conflict:
-                time.sleep(random.uniform(0.0, 0.01))  # de-synchronise competing writers
+                time.sleep(
+                    random.uniform(0.0, 0.01)
+                )  # de-synchronise competing writers
                 continue
             return _info_from_row(new_row)
         raise ConfigError(
@@ -666,7 +778,9 @@ class RunStore:
         path = self._abs(version)
         _remove(path)
         if version.startswith("runs/"):
-            _rmdir_if_empty(path.parent)  # runs/<name>/, so deleted names leave no folder
+            _rmdir_if_empty(
+                path.parent
+            )  # runs/<name>/, so deleted names leave no folder
 
     def _discard_if_unreferenced(self, version: str, table: str) -> None:
         """After a failed commit: delete the staged version unless the commit did land.
@@ -788,7 +902,9 @@ def _check_name(name: object, what: str) -> str:
 
 
 def _exists_error(name: str) -> ConfigError:
-    return ConfigError(f"run {name!r} exists; pick another name or pass overwrite=True / --overwrite.")
+    return ConfigError(
+        f"run {name!r} exists; pick another name or pass overwrite=True / --overwrite."
+    )
 
 
 def _now() -> str:
@@ -840,12 +956,16 @@ def _json_history(history: Sequence[dict]) -> list[dict]:
 def _prepare_tensors(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors that safetensors accepts (no two sharing storage)."""
     if not isinstance(tensors, Mapping):
-        raise ConfigError(f"tensors must be a dict of name → torch.Tensor, got {type(tensors).__name__}.")
+        raise ConfigError(
+            f"tensors must be a dict of name → torch.Tensor, got {type(tensors).__name__}."
+        )
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for k, t in tensors.items():
         if not isinstance(k, str) or not k or k == "__metadata__":
-            raise ConfigError(f"tensor names must be non-empty strings other than '__metadata__', got {k!r}.")
+            raise ConfigError(
+                f"tensor names must be non-empty strings other than '__metadata__', got {k!r}."
+            )
         if not isinstance(t, torch.Tensor):
             raise ConfigError(
                 f"tensor {k!r} is a {type(t).__name__}, not a torch.Tensor; convert it with torch.as_tensor."
@@ -868,7 +988,9 @@ def _prepare_tensors(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 def _arrays_to_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(arrays, Mapping):
-        raise ConfigError(f"arrays must be a dict of name → array, got {type(arrays).__name__}.")
+        raise ConfigError(
+            f"arrays must be a dict of name → array, got {type(arrays).__name__}."
+        )
     out: dict[str, Any] = {}
     for k, a in arrays.items():
         if isinstance(a, (np.ndarray, np.generic)):
@@ -888,26 +1010,40 @@ def _arrays_to_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _specs(tensors: Mapping[str, torch.Tensor]) -> dict:
-    return {k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-            for k, t in tensors.items()}
+    return {
+        k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+        for k, t in tensors.items()
+    }
 
 
 def _row_from_doc(doc: dict, version: str, nbytes: int) -> dict:
     return {
-        "name": doc["name"], "version": version, "created_at": doc["created_at"],
-        "updated_at": doc["updated_at"], "fingerprint": doc["fingerprint"],
-        "config": json.dumps(doc["config"]), "metrics": json.dumps(doc["metrics"]),
-        "timings": json.dumps(doc["timings"]), "meta": json.dumps(doc["meta"]),
-        "tensors": json.dumps(doc["tensors"]), "nbytes": nbytes,
+        "name": doc["name"],
+        "version": version,
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+        "fingerprint": doc["fingerprint"],
+        "config": json.dumps(doc["config"]),
+        "metrics": json.dumps(doc["metrics"]),
+        "timings": json.dumps(doc["timings"]),
+        "meta": json.dumps(doc["meta"]),
+        "tensors": json.dumps(doc["tensors"]),
+        "nbytes": nbytes,
     }
 
 
 def _info_from_row(row: Mapping) -> RunInfo:
     return RunInfo(
-        name=row["name"], created_at=row["created_at"], fingerprint=row["fingerprint"],
-        config=json.loads(row["config"]), metrics=json.loads(row["metrics"]),
-        timings=json.loads(row["timings"]), nbytes=row["nbytes"], meta=json.loads(row["meta"]),
-        tensor_specs=json.loads(row["tensors"]), updated_at=row["updated_at"],
+        name=row["name"],
+        created_at=row["created_at"],
+        fingerprint=row["fingerprint"],
+        config=json.loads(row["config"]),
+        metrics=json.loads(row["metrics"]),
+        timings=json.loads(row["timings"]),
+        nbytes=row["nbytes"],
+        meta=json.loads(row["meta"]),
+        tensor_specs=json.loads(row["tensors"]),
+        updated_at=row["updated_at"],
     )
 
 
@@ -920,7 +1056,9 @@ def _load_tensors(
         return {k: loaded[k] for k in order if k in loaded} | loaded
     with safe_open(str(path), framework="pt") as f:
         on_disk = set(f.keys())
-        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
+        available = [k for k in order if k in on_disk] + sorted(
+            on_disk.difference(order)
+        )
         wanted = available if keys is None else list(keys)
         missing = [k for k in wanted if k not in available]
         if missing:
@@ -944,12 +1082,16 @@ def _dig(d: Any, *keys: str) -> Any:
 def _dataset_matches(source: Any, wanted: str) -> bool:
     if not isinstance(source, str):
         return False
-    return source == wanted or Path(source).stem == wanted or Path(source).name == wanted
+    return (
+        source == wanted or Path(source).stem == wanted or Path(source).name == wanted
+    )
 
 
 def _n_sources(info: RunInfo) -> int | None:
     for d in (info.meta, info.metrics, info.config):
-        if isinstance(d.get("n_sources"), (int, float)) and not isinstance(d["n_sources"], bool):
+        if isinstance(d.get("n_sources"), (int, float)) and not isinstance(
+            d["n_sources"], bool
+        ):
             return int(d["n_sources"])
     shape = _dig(info.tensor_specs, "responses", "shape")
     return int(shape[0]) if shape else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -37,7 +38,9 @@ def store(home: Path) -> RunStore:
     return RunStore()
 
 
-def make_config(source: str = "digits", scheme: str = "trajectory", horizon: object = "full") -> dict:
+def make_config(
+    source: str = "digits", scheme: str = "trajectory", horizon: object = "full"
+) -> dict:
     return {
         "data": {"source": source, "seed": 0},
         "train": {"epochs": 3, "lr": 0.1},
@@ -83,7 +86,9 @@ def assert_same_tensors(got: dict, want: dict) -> None:
 # ----------------------------------------------------------------------------- basics
 
 
-def test_default_home_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_home_follows_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ATTRCORE_HOME", str(tmp_path / "h"))
     assert default_home() == tmp_path / "h"
     assert RunStore().home == tmp_path / "h"
@@ -107,9 +112,15 @@ def test_unreadable_index_is_a_readable_error(home: Path) -> None:
 
 def test_round_trip_every_field_and_dtype(store: RunStore) -> None:
     tensors = make_tensors()
-    history = [{"epoch": 1, "loss": np.float32(0.5), "acc": 0.25}, {"epoch": 2, "loss": 0.25}]
+    history = [
+        {"epoch": 1, "loss": np.float32(0.5), "acc": 0.25},
+        {"epoch": 2, "loss": 0.25},
+    ]
     info = store.save_run(
-        "digits-1", config=make_config(), tensors=tensors, history=history,
+        "digits-1",
+        config=make_config(),
+        tensors=tensors,
+        history=history,
         timings={"train_seconds": 1.25, "simulate_seconds": np.float64(0.5)},
         metrics={"test_accuracy": 0.875, "n_sources": 4, "missing": None},
         meta={"note": "hello", "seeds": (1, 2), "nested": {"a": [1, 2.5]}},
@@ -119,7 +130,10 @@ def test_round_trip_every_field_and_dtype(store: RunStore) -> None:
     assert_same_tensors(dict(run.tensors), tensors)
     assert run.name == info.name == "digits-1"
     assert run.config == make_config()
-    assert run.history == [{"epoch": 1, "loss": 0.5, "acc": 0.25}, {"epoch": 2, "loss": 0.25}]
+    assert run.history == [
+        {"epoch": 1, "loss": 0.5, "acc": 0.25},
+        {"epoch": 2, "loss": 0.25},
+    ]
     assert run.timings == {"train_seconds": 1.25, "simulate_seconds": 0.5}
     assert run.metrics == {"test_accuracy": 0.875, "n_sources": 4, "missing": None}
     assert run.meta == {"note": "hello", "seeds": [1, 2], "nested": {"a": [1, 2.5]}}
@@ -171,8 +185,13 @@ def test_lazy_tensors_of_a_replaced_run_say_so(store: RunStore) -> None:
 
 
 def test_another_process_reads_the_run(store: RunStore, home: Path) -> None:
-    tensors = {"w": torch.arange(12, dtype=torch.float64).reshape(3, 4), "i": torch.arange(5)}
-    store.save_run("shared", config=make_config(), tensors=tensors, metrics={"test_accuracy": 0.5})
+    tensors = {
+        "w": torch.arange(12, dtype=torch.float64).reshape(3, 4),
+        "i": torch.arange(5),
+    }
+    store.save_run(
+        "shared", config=make_config(), tensors=tensors, metrics={"test_accuracy": 0.5}
+    )
     code = textwrap.dedent(
         """
         from attrcore.store import RunStore
@@ -182,7 +201,12 @@ def test_another_process_reads_the_run(store: RunStore, home: Path) -> None:
     )
     env = {**os.environ, "ATTRCORE_HOME": str(home), "PYTHONPATH": str(REPO)}
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["66.0", "10", "0.5"]
@@ -193,14 +217,18 @@ def test_another_process_reads_the_run(store: RunStore, home: Path) -> None:
 
 def test_refuses_to_overwrite(store: RunStore) -> None:
     store.save_run("r", config={"v": 1}, tensors={"a": torch.ones(2)})
-    with pytest.raises(ConfigError, match="run 'r' exists; pick another name or pass overwrite=True"):
+    with pytest.raises(
+        ConfigError, match="run 'r' exists; pick another name or pass overwrite=True"
+    ):
         store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(2)})
     assert store.load_run("r").config == {"v": 1}
     assert len(version_dirs(store.home, "r")) == 1
 
 
 def test_overwrite_replaces(store: RunStore) -> None:
-    store.save_run("r", config={"v": 1}, tensors={"a": torch.ones(2), "b": torch.ones(1)})
+    store.save_run(
+        "r", config={"v": 1}, tensors={"a": torch.ones(2), "b": torch.ones(1)}
+    )
     store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(3)}, overwrite=True)
     run = store.load_run("r")
     assert run.config == {"v": 2}
@@ -232,12 +260,16 @@ def test_ctrl_c_mid_save_keeps_previous_state(
     old = {"a": torch.arange(4.0)}
     if previous:
         store.save_run("r", config={"v": 1}, tensors=old, metrics={"m": 1.0})
-    store.put_artifact("unit", {"i": 0}, {"x": np.ones(2)})  # an unrelated artifact survives too
+    store.put_artifact(
+        "unit", {"i": 0}, {"x": np.ones(2)}
+    )  # an unrelated artifact survives too
     fake = _upsert_then_interrupt if crash_in == "_upsert_run" else _interrupt
     monkeypatch.setattr(store_mod, crash_in, fake)
 
     with pytest.raises(KeyboardInterrupt):
-        store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(9)}, overwrite=True)
+        store.save_run(
+            "r", config={"v": 2}, tensors={"a": torch.zeros(9)}, overwrite=True
+        )
     monkeypatch.undo()
 
     if previous:
@@ -245,7 +277,9 @@ def test_ctrl_c_mid_save_keeps_previous_state(
         assert run.config == {"v": 1} and run.metrics == {"m": 1.0}
         assert torch.equal(run.tensors["a"], old["a"])
         assert [i.name for i in store.list_runs()] == ["r"]
-        assert version_dirs(store.home, "r") == [run.path]  # the half-written version was removed
+        assert version_dirs(store.home, "r") == [
+            run.path
+        ]  # the half-written version was removed
     else:
         assert store.list_runs() == [] and not store.exists("r")
         with pytest.raises(RunNotFoundError):
@@ -269,7 +303,9 @@ def test_ctrl_c_just_after_commit_keeps_the_new_run(
 
     monkeypatch.setattr(RunStore, "_transaction", commit_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(1)}, overwrite=True)
+        store.save_run(
+            "r", config={"v": 2}, tensors={"a": torch.zeros(1)}, overwrite=True
+        )
     monkeypatch.undo()
     run = store.load_run("r")  # the commit landed, so its files must still be there
     assert run.config == {"v": 2} and torch.equal(run.tensors["a"], torch.zeros(1))
@@ -296,7 +332,9 @@ s.RunStore().save_run({name!r}, config={{"v": 2}}, tensors={{"a": torch.zeros(9)
 """
 
 
-def test_hard_crash_leaves_an_orphan_that_gc_removes(store: RunStore, home: Path) -> None:
+def test_hard_crash_leaves_an_orphan_that_gc_removes(
+    store: RunStore, home: Path
+) -> None:
     store.save_run("kept", config={"v": 1}, tensors={"a": torch.arange(3.0)})
     env = {**os.environ, "ATTRCORE_HOME": str(home), "PYTHONPATH": str(REPO)}
     crashes = [  # (run, function replaced, replacement); both processes run at once
@@ -305,8 +343,15 @@ def test_hard_crash_leaves_an_orphan_that_gc_removes(store: RunStore, home: Path
     ]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", HARD_CRASH.format(name=name, target=target, fake=fake)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                HARD_CRASH.format(name=name, target=target, fake=fake),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name, target, fake in crashes
     ]
@@ -318,9 +363,13 @@ def test_hard_crash_leaves_an_orphan_that_gc_removes(store: RunStore, home: Path
     assert [i.name for i in reopened.list_runs()] == ["kept"]
     run = reopened.load_run("kept")
     assert run.config == {"v": 1} and torch.equal(run.tensors["a"], torch.arange(3.0))
-    assert len(version_dirs(home, "kept")) == 2 and len(version_dirs(home, "fresh")) == 1
+    assert (
+        len(version_dirs(home, "kept")) == 2 and len(version_dirs(home, "fresh")) == 1
+    )
 
-    assert reopened.gc() == []  # young orphans may be saves in progress: kept by default
+    assert (
+        reopened.gc() == []
+    )  # young orphans may be saves in progress: kept by default
     removed = reopened.gc(grace_seconds=0)
     assert len(removed) == 2
     assert version_dirs(home, "kept") == [run.path]
@@ -343,7 +392,9 @@ def test_gc_leaves_live_versions_and_foreign_files(store: RunStore) -> None:
 # ----------------------------------------------------------------------------- names and lookup
 
 
-@pytest.mark.parametrize("bad", ["", ".hidden", "a b", "a/b", "..", "x" * 101, "naïve", "a\\b", 3, None])
+@pytest.mark.parametrize(
+    "bad", ["", ".hidden", "a b", "a/b", "..", "x" * 101, "naïve", "a\\b", 3, None]
+)
 def test_bad_names_rejected(store: RunStore, bad: object) -> None:
     with pytest.raises(ConfigError, match="letters, digits, '-', '_'"):
         store.save_run(bad, config={}, tensors={})  # type: ignore[arg-type]
@@ -387,23 +438,37 @@ def test_non_json_inputs_rejected(store: RunStore) -> None:
 
 
 def _three_runs(store: RunStore) -> None:
-    store.save_run("old-digits", config=make_config("digits", "trajectory", "full"), tensors={},
-                   metrics={"test_accuracy": 0.9}, timings={"train_seconds": 2.0})
-    store.save_run("csv-stationary", config=make_config("/data/my_table.csv", "stationary", 100),
-                   tensors={"responses": torch.zeros(7, 3)})
+    store.save_run(
+        "old-digits",
+        config=make_config("digits", "trajectory", "full"),
+        tensors={},
+        metrics={"test_accuracy": 0.9},
+        timings={"train_seconds": 2.0},
+    )
+    store.save_run(
+        "csv-stationary",
+        config=make_config("/data/my_table.csv", "stationary", 100),
+        tensors={"responses": torch.zeros(7, 3)},
+    )
     store.save_run("bare", config={"whatever": 1}, tensors={"x": torch.zeros(250_000)})
 
 
 def test_list_newest_first_and_filters(store: RunStore) -> None:
     _three_runs(store)
-    assert [i.name for i in store.list_runs()] == ["bare", "csv-stationary", "old-digits"]
+    assert [i.name for i in store.list_runs()] == [
+        "bare",
+        "csv-stationary",
+        "old-digits",
+    ]
     assert [i.name for i in store.list_runs(dataset="digits")] == ["old-digits"]
     assert [i.name for i in store.list_runs(dataset="my_table")] == ["csv-stationary"]
     assert [i.name for i in store.list_runs(scheme="stationary")] == ["csv-stationary"]
     assert [i.name for i in store.list_runs(name_contains="DIG")] == ["old-digits"]
     assert store.list_runs(dataset="digits", scheme="stationary") == []
     info = store.list_runs(name_contains="old")[0]
-    assert info.metrics == {"test_accuracy": 0.9} and info.timings == {"train_seconds": 2.0}
+    assert info.metrics == {"test_accuracy": 0.9} and info.timings == {
+        "train_seconds": 2.0
+    }
     assert info.config == make_config("digits", "trajectory", "full")
 
 
@@ -420,7 +485,9 @@ def test_runs_table(store: RunStore) -> None:
     assert table.loc["csv-stationary", "n_sources"] == 7  # from the responses tensor
     assert table.loc["old-digits", "test_accuracy"] == 0.9
     assert table.loc["old-digits", "train_seconds"] == 2.0
-    assert pd.isna(table.loc["bare", "scheme"]) and pd.isna(table.loc["bare", "test_accuracy"])
+    assert pd.isna(table.loc["bare", "scheme"]) and pd.isna(
+        table.loc["bare", "test_accuracy"]
+    )
     assert table.loc["bare", "MB"] == pytest.approx(1.0, abs=0.01)  # 250k float32
     assert isinstance(table.loc["bare", "created"], pd.Timestamp)
     assert list(store.runs_table(scheme="stationary")["name"]) == ["csv-stationary"]
@@ -431,8 +498,14 @@ def test_runs_table(store: RunStore) -> None:
 
 def test_update_run_merges_and_keeps_tensors(store: RunStore) -> None:
     tensors = make_tensors()
-    first = store.save_run("r", config=make_config(), tensors=tensors, history=[{"epoch": 1}],
-                           metrics={"test_accuracy": 0.5}, meta={"a": 1})
+    first = store.save_run(
+        "r",
+        config=make_config(),
+        tensors=tensors,
+        history=[{"epoch": 1}],
+        metrics={"test_accuracy": 0.5},
+        meta={"a": 1},
+    )
     store.update_run("r", metrics={"tracin_lds": 0.3}, meta={"b": 2})
     run = store.load_run("r")
     assert run.metrics == {"test_accuracy": 0.5, "tracin_lds": 0.3}
@@ -458,7 +531,9 @@ def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
     def worker(t: int) -> None:
         try:
             for j in range(5):
-                RunStore(store.home).update_run("r", metrics={f"t{t}_{j}": float(j)})
+                store.update_run(
+                    "r", metrics={f"t{t}_{j}": float(j)}
+                )  # one shared store
         except BaseException as err:  # noqa: BLE001 - re-raised in the main thread below
             errors.append(err)
 
@@ -473,6 +548,29 @@ def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
     assert version_dirs(store.home, "r") == [run.path]
 
 
+def _child_after_fork(store: RunStore) -> None:
+    run = store.load_run("r")
+    store.put_artifact("from-child", {"pid": 1}, {"x": run.tensors["a"].numpy()})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
+def test_store_used_across_fork(store: RunStore) -> None:
+    store.save_run(
+        "r", config={}, tensors={"a": torch.arange(3.0)}
+    )  # opens a connection
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_after_fork, args=(store,)
+    )
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    art = store.get_artifact("from-child", {"pid": 1})
+    assert art is not None
+    np.testing.assert_array_equal(art.arrays["x"], np.arange(3.0))
+    store.update_run("r", metrics={"after": 1.0})  # the parent's connection still works
+    assert store.load_run("r").metrics == {"after": 1.0}
+
+
 def test_rename_delete_exists(store: RunStore) -> None:
     store.save_run("a", config={"v": 1}, tensors={"w": torch.arange(3)})
     store.save_run("b", config={"v": 2}, tensors={})
@@ -483,7 +581,11 @@ def test_rename_delete_exists(store: RunStore) -> None:
     info = store.rename_run("a", "c")
     assert info.name == "c" and not store.exists("a") and store.exists("c")
     run = store.load_run("c")
-    assert run.name == "c" and run.config == {"v": 1} and torch.equal(run.tensors["w"], torch.arange(3))
+    assert (
+        run.name == "c"
+        and run.config == {"v": 1}
+        and torch.equal(run.tensors["w"], torch.arange(3))
+    )
     assert not (store.home / "runs" / "a").exists()
 
     store.delete_run("c")
@@ -507,7 +609,9 @@ def test_artifact_round_trip(store: RunStore) -> None:
         "torch": torch.arange(4, dtype=torch.float64),
     }
     store.put_artifact("ground-truth", key, arrays, meta={"seconds": 0.25})
-    art = store.get_artifact("ground-truth", {"measure": "loss", "unit": 3, "run": "r"})  # any key order
+    art = store.get_artifact(
+        "ground-truth", {"measure": "loss", "unit": 3, "run": "r"}
+    )  # any key order
     assert art is not None and art.key == key and art.meta == {"seconds": 0.25}
     assert all(isinstance(a, np.ndarray) for a in art.arrays.values())
     np.testing.assert_array_equal(art.arrays["f32"], arrays["f32"])
@@ -526,7 +630,10 @@ def test_artifact_overwrite_and_coexisting_keys(store: RunStore) -> None:
     store.put_artifact("gt", {"unit": 1}, {"x": np.ones(2)})
     store.put_artifact("gt", {"unit": 0}, {"x": np.full(4, 7.0)}, meta={"v": 2})
 
-    zero, one = store.get_artifact("gt", {"unit": 0}), store.get_artifact("gt", {"unit": 1})
+    zero, one = (
+        store.get_artifact("gt", {"unit": 0}),
+        store.get_artifact("gt", {"unit": 1}),
+    )
     assert zero is not None and one is not None
     np.testing.assert_array_equal(zero.arrays["x"], np.full(4, 7.0))
     assert zero.meta == {"v": 2}
@@ -534,7 +641,9 @@ def test_artifact_overwrite_and_coexisting_keys(store: RunStore) -> None:
     listed = store.list_artifacts("gt")
     assert sorted(a["key"]["unit"] for a in listed) == [0, 1]
     assert {"key", "fingerprint", "meta", "created_at", "nbytes"} <= set(listed[0])
-    assert len(list((store.home / "artifacts" / "gt").iterdir())) == 2  # the replaced file is gone
+    assert (
+        len(list((store.home / "artifacts" / "gt").iterdir())) == 2
+    )  # the replaced file is gone
 
     assert store.delete_artifact("gt", {"unit": 0}) is True
     assert store.delete_artifact("gt", {"unit": 0}) is False
@@ -542,7 +651,9 @@ def test_artifact_overwrite_and_coexisting_keys(store: RunStore) -> None:
     assert [a["key"] for a in store.list_artifacts("gt")] == [{"unit": 1}]
 
 
-def test_artifact_crash_keeps_previous(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_artifact_crash_keeps_previous(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store.put_artifact("gt", {"unit": 0}, {"x": np.zeros(3)})
     monkeypatch.setattr(store_mod, "_save_tensors", _interrupt)
     with pytest.raises(KeyboardInterrupt):
