@@ -121,11 +121,34 @@ class MLPCurvature:
 
     # ---- second order -------------------------------------------------------------------
     def hvp(self, U: Tangents) -> Tangents:
-        """H_λ U for ``T`` tangents (H exact or Gauss–Newton).
+        """H_λ U for ``T`` tangents (H exact or Gauss–Newton)."""
+        out = Tangents.empty(self.mlp, len(U), self.theta.dtype)
+        self.accumulate_(U, out, alpha=1.0, beta=0.0)
+        if self.wd:
+            out.add_(U, alpha=self.wd)
+        return out
+
+    def sgd_step_(self, U: Tangents, V: Tangents | None, lr: float, mu: float) -> None:
+        """One SGD step of the tangents, in place:  v ← μ v + H_λ u;  u ← u − η v.
+
+        Without momentum this is ``u ← (1 − ηλ) u − η H u`` fused into the GEMMs that
+        compute H u (their ``beta``/``alpha``), so no H u tensor is ever materialised.
+        """
+        if V is None:
+            self.accumulate_(U, U, alpha=-lr, beta=1.0 - lr * self.wd)
+            return
+        self.accumulate_(U, V, alpha=1.0, beta=mu)
+        if self.wd:
+            V.add_(U, alpha=self.wd)
+        U.add_(V, alpha=-lr)
+
+    def accumulate_(self, U: Tangents, target: Tangents, alpha: float, beta: float) -> None:
+        """``target ← β·target + α·H U`` with H the curvature *without* λ; ``target`` may be ``U``.
 
         R-activations are kept feature-major, ``[T, d, B]``: a tangent's weight block times
         the batch's activations is then one ``[T·d_out, d_in] @ [d_in, B]`` GEMM, the
-        fastest shape on these CPUs, and the results land directly in the tangent layout.
+        fastest shape on these CPUs, and products land directly in the tangent layout.
+        When ``target is U`` each layer's block of U is overwritten only after its last use.
         """
         cache, exact, L = self.cache, self.exact, self.mlp.n_layers
         T = len(U)
@@ -134,37 +157,41 @@ class MLPCurvature:
         Ra: list[Tensor | None] = [None]  # Ra[l] = R(input of layer l), [T, d_in, B]
         for layer, (W, _b) in enumerate(self.layers):
             o, i = W.shape
-            rz = torch.mm(U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, -1)
+            if Ra[layer] is None:
+                rz = torch.mm(U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, -1)
+            else:
+                rz = torch.matmul(W, Ra[layer])
+                rz.view(T * o, -1).addmm_(U.W[layer].view(T * o, i), acts_T[layer])
             rz += U.b[layer].unsqueeze(2)
-            if Ra[layer] is not None:
-                rz += torch.matmul(W, Ra[layer])
             Rz.append(rz)
             if layer < L - 1:
                 Ra.append(self.d1_T[layer] * rz)
         # R(δ_L) = ws ⊙ (diag(p) − p pᵀ) Rz_L        (all [T, C, B])
-        pT = self.probs_T
         rz = Rz[-1]
-        rd = self.wsp_T * (rz - (rz * pT).sum(1, keepdim=True))
-        out = Tangents.empty(self.mlp, T, self.theta.dtype)
+        rd = self.wsp_T * (rz - (rz * self.probs_T).sum(1, keepdim=True))
         for layer in range(L - 1, -1, -1):
             W = self.layers[layer][0]
             o, i = W.shape
-            oW = out.W[layer]
-            torch.mm(rd.view(T * o, -1), cache.acts[layer], out=oW.view(T * o, i))  # Rδᵀ a
+            rback = None
+            if layer > 0:  # uses U.W[layer]: before target (maybe U) is written
+                rback = torch.matmul(W.T, rd)  # [T, i, B]
+                if exact:  # + dWᵀ δᵀ
+                    rback.baddbmm_(U.W[layer].transpose(1, 2), self.deltas_T[layer].expand(T, o, -1))
+            tW = target.W[layer]
+            tW.view(T * o, i).addmm_(rd.view(T * o, -1), cache.acts[layer], beta=beta, alpha=alpha)
             if exact and Ra[layer] is not None:  # + δᵀ Ra
-                oW += torch.matmul(self.deltas_T[layer], Ra[layer].transpose(1, 2))
-            torch.sum(rd, dim=2, out=out.b[layer])
-            if layer == 0:
+                tW.baddbmm_(self.deltas_T[layer].expand(T, o, -1), Ra[layer].transpose(1, 2), alpha=alpha)
+            tb = target.b[layer]
+            if beta == 0.0:
+                torch.sum(rd, dim=2, out=tb)
+                tb.mul_(alpha)
+            else:
+                tb.mul_(beta).add_(rd.sum(2), alpha=alpha)
+            if rback is None:
                 break
-            rback = torch.matmul(W.T, rd)  # [T, i, B]
-            if exact:  # + dWᵀ δᵀ
-                rback += torch.matmul(U.W[layer].transpose(1, 2), self.deltas_T[layer])
             rd = self.d1_T[layer - 1] * rback
             if exact and self.d2_T[layer - 1] is not None:
                 rd += self.d2_T[layer - 1] * Rz[layer - 1] * self.backs_T[layer]
-        if self.wd:
-            out.add_(U, alpha=self.wd)
-        return out
 
     def hvp_bytes_per_tangent(self) -> int:
         """Rough peak bytes of intermediates per tangent in :meth:`hvp`."""

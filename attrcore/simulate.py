@@ -62,12 +62,15 @@ def propagate(curv, U: Tangents, V: Tangents | None, lr: float, mu: float, budge
     """
     T = len(U)
     step = chunk_rows(curv, T, budget_bytes)
+    fused = hasattr(curv, "sgd_step_")
     for s in range(0, T, step):
         sl = slice(s, min(T, s + step))
-        Uc = U.rows(sl)
+        Uc, Vc = U.rows(sl), None if V is None else V.rows(sl)
+        if fused:
+            curv.sgd_step_(Uc, Vc, lr, mu)
+            continue
         HU = curv.hvp(Uc)
-        if V is not None:
-            Vc = V.rows(sl)
+        if Vc is not None:
             Vc.mul_(mu).add_(HU)
             Uc.add_(Vc, alpha=-lr)
         else:
