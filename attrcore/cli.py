@@ -57,7 +57,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training")
-    g.add_argument("--hidden", nargs="*", default=["128"], help="hidden widths, e.g. 128 64; none = logistic regression")
+    g.add_argument("--hidden", nargs="*", default=["128"],
+                   help="hidden widths, e.g. 128 64; none = logistic regression")
     g.add_argument("--activation", default="relu", choices=["relu", "tanh", "gelu"])
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--lr", type=float, default=0.1, help="learning rate")
@@ -109,7 +110,8 @@ def _progress_bar(total: int, desc: str):
             bar.set_description(p.stage)
         bar.n = p.done
         if p.metrics:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in p.metrics.items() if k in ("loss", "train_accuracy", "test_accuracy")})
+            shown = ("loss", "train_accuracy", "test_accuracy")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.metrics.items() if k in shown})
         bar.refresh()
 
     return bar, cb
@@ -178,7 +180,7 @@ def cmd_score(args, run=None):
     if run is None:
         run = TrainedRun.load(_store(), args.run)
     X, y = _queries(run, args.test)
-    if y is None and args.measure in ("margin", "loss") :
+    if y is None and args.measure in ("margin", "loss"):
         raise ConfigError(
             f"the queries have no labels, which --measure {args.measure} needs; add a label column/array "
             "or use --measure logit/prob with --target-class."

@@ -20,7 +20,6 @@ All tangents active at a step go through one batched curvature product
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -30,7 +29,6 @@ from .curvature import MLPCurvature, make_curvature, tangent_chunks
 from .errors import ConfigError, DivergenceError
 from .model import MLP
 from .tangents import Tangents
-
 
 # Rows per product are capped so that a chunk's intermediates stay in cache: on these
 # machines memory bandwidth, not arithmetic, bounds the speed of a step.
@@ -108,8 +106,8 @@ class FullTrajectory:
         state = _state_bytes(n_sources, mlp, dtype, momentum)
         if state > budget_bytes:
             raise ConfigError(
-                f"the full-horizon state needs {state / 2**20:.0f} MB ({n_sources} sources × "
-                f"{mlp.n_params} parameters), more than the memory budget of {budget_bytes / 2**20:.0f} MB; "
+                f"the full-horizon state needs {state / 2**20:.2f} MB ({n_sources} sources × "
+                f"{mlp.n_params} parameters), more than the memory budget of {budget_bytes / 2**20:.2f} MB; "
                 "raise --memory-budget, group the sources (--sources class or a group column), "
                 "or use a short horizon."
             )
@@ -160,8 +158,8 @@ class ShortTrajectory:
         state = _state_bytes(ring, mlp, dtype, momentum)
         if state > budget_bytes:
             raise ConfigError(
-                f"horizon {horizon} keeps {ring} tangents alive ({state / 2**20:.0f} MB), more than the "
-                f"memory budget of {budget_bytes / 2**20:.0f} MB; use a smaller horizon, --horizon full, "
+                f"horizon {horizon} keeps {ring} tangents alive ({state / 2**20:.2f} MB), more than the "
+                f"memory budget of {budget_bytes / 2**20:.2f} MB; use a smaller horizon, --horizon full, "
                 "or raise --memory-budget."
             )
         self.Delta = Tangents.zeros(mlp, n_sources, dtype)
@@ -285,13 +283,18 @@ def stationary_response(
 
     Delta = Tangents.zeros(mlp, n_sources, dtype)
     K = int(sim.horizon)
+    # With H ⪰ 0 every eigencomponent of the truncated Neumann iterate is bounded by
+    # |ḡ|/λ, so ‖Δ‖ ≤ ‖ḡ‖/λ at every K; far beyond that the iteration is diverging along
+    # a negative-curvature direction the damping does not cover (exact Hessian only).
+    bound = float(gbar.flat().norm()) / l2 if l2 > 0 else float("inf")
     chunks = list(tangent_chunks(n_sources, 6 * mlp.n_params * theta.element_size(), budget / 2))
     for k in range(K):
         curvs = curvatures_for_step()
         for sl in chunks:
             D = Delta.rows(sl)
             D.add_(H(D, curvs), alpha=-alpha).add_(gbar.rows(sl), alpha=-alpha)
-        if not Delta.isfinite():
+        check = (k + 1) % 10 == 0 or k + 1 == K
+        if not Delta.isfinite() or (check and float(Delta.flat().norm()) > 10 * bound):
             raise DivergenceError(
                 f"the stationary (Neumann) iteration diverged at step {k + 1}; the curvature has "
                 "directions the damping does not cover: raise --damping, use --curvature gauss-newton, "

@@ -113,7 +113,9 @@ def train(
     n = X.shape[0]
     mlp.check_input(X)
     if y.shape != (n,):
-        raise ShapeError(f"labels have shape {tuple(y.shape)} but there are {n} training examples; pass one label per row.")
+        raise ShapeError(
+            f"labels have shape {tuple(y.shape)} but there are {n} training examples; pass one label per row."
+        )
     if n == 0:
         raise DataError("the training set is empty; load data with at least two classes.")
     if int(y.min()) < 0 or int(y.max()) >= mlp.config.n_classes:
@@ -131,7 +133,9 @@ def train(
         else:
             src = torch.as_tensor(np.asarray(source_index)).long()
             if src.shape != (n,):
-                raise ShapeError(f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n}).")
+                raise ShapeError(
+                    f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n})."
+                )
             m = int(n_sources if n_sources is not None else int(src.max()) + 1)
             if int(src.min()) < 0 or int(src.max()) >= m:
                 raise ConfigError(f"source ids must be in 0..{m - 1}.")
@@ -173,12 +177,11 @@ def train(
     for epoch, batches in enumerate(orders):
         loss_sum, correct = 0.0, 0
         for idx in batches:
-            need_sim = trajectory is not None
-            curv = make_curvature(
-                backend if need_sim else "mlp", mlp, theta, X[idx], y[idx],
-                weights=None if w is None else w[idx], weight_decay=cfg.weight_decay,
-                curvature=curvature,
-            )
+            wb = None if w is None else w[idx]
+            # the training step always uses the fast path, so the trajectory never depends
+            # on which backend the simulation uses
+            curv = make_curvature("mlp", mlp, theta, X[idx], y[idx], weights=wb,
+                                  weight_decay=cfg.weight_decay, curvature=curvature)
             g = curv.grad()
             batch_loss = float(curv.loss())
             if not math.isfinite(batch_loss) or not torch.isfinite(g).all():
@@ -188,12 +191,12 @@ def train(
                     "Nothing was saved."
                 )
             loss_sum += batch_loss * len(idx)
-            if hasattr(curv, "probs"):
-                correct += int((curv.probs.argmax(1) == y[idx]).sum())
-            else:
-                correct += int((mlp.forward(theta, X[idx]).argmax(1) == y[idx]).sum())
-            if need_sim:
+            correct += int((curv.probs.argmax(1) == y[idx]).sum())
+            if trajectory is not None:
                 t0 = time.perf_counter()
+                if backend != "mlp":
+                    curv = make_curvature(backend, mlp, theta, X[idx], y[idx], weights=wb,
+                                          weight_decay=cfg.weight_decay, curvature=curvature)
                 trajectory.step(t, curv, src[idx])
                 sim_seconds += time.perf_counter() - t0
             lr = float(lrs[t])

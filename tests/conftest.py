@@ -1,0 +1,83 @@
+"""Shared test setup: an isolated run store for every test and a tiny float64 problem.
+
+Every test runs with ``ATTRCORE_HOME`` pointed at its own temporary directory, so no test
+reads or writes ``~/.attrcore``. The problems are tiny on purpose: the oracle tests
+compare against explicit Hessians and finite-difference retraining, which only stay
+cheap (and precise) for a few dozen parameters in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+# At these sizes a kernel is microseconds of arithmetic; with the machine's two cores
+# shared by several jobs, waking a thread pool per op costs ~10x more than the op itself.
+torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not any(line.startswith("slow:") for line in config.getini("markers")):  # pyproject may have it
+        config.addinivalue_line("markers", "slow: long-running test, deselect with -m 'not slow'")
+
+
+@pytest.fixture(autouse=True)
+def attrcore_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty store directory for this test (``ATTRCORE_HOME``)."""
+    home = tmp_path / "attrcore-home"
+    monkeypatch.setenv("ATTRCORE_HOME", str(home))
+    return home
+
+
+@dataclass(frozen=True)
+class TinyProblem:
+    """A 3-class, 3-feature problem: ``X [n, d]`` float64, ``y [n]`` int64, and queries.
+
+    ``groups [n]`` assigns the examples to 5 uneven, interleaved groups (sizes 5,5,5,5,4),
+    for tests of group sources.
+    """
+
+    X: Tensor
+    y: Tensor
+    X_query: Tensor
+    y_query: Tensor
+    groups: Tensor
+    n_classes: int
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.groups.max()) + 1
+
+
+def make_tiny_problem(n: int = 24, d: int = 3, n_classes: int = 3, n_query: int = 7, seed: int = 0) -> TinyProblem:
+    g = torch.Generator().manual_seed(seed)
+    centers = 1.5 * torch.randn(n_classes, d, generator=g, dtype=torch.float64)
+    y = torch.arange(n) % n_classes  # every class present
+    X = centers[y] + torch.randn(n, d, generator=g, dtype=torch.float64)
+    yq = torch.arange(n_query) % n_classes
+    Xq = centers[yq] + torch.randn(n_query, d, generator=g, dtype=torch.float64)
+    return TinyProblem(X=X, y=y, X_query=Xq, y_query=yq, groups=torch.arange(n) % 5, n_classes=n_classes)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> TinyProblem:
+    """The shared tiny problem (read-only: tests must not modify its tensors)."""
+    return make_tiny_problem()
+
+
+@pytest.fixture(scope="session")
+def make_problem():
+    """Factory for other sizes: ``make_problem(n=..., d=..., n_classes=..., seed=...)``."""
+    return make_tiny_problem
