@@ -153,19 +153,22 @@ class MLPCurvature:
         cache, exact, L = self.cache, self.exact, self.mlp.n_layers
         T = len(U)
         acts_T = self.acts_T
-        Rz: list[Tensor] = []
+        Rz: list[Tensor | None] = []  # kept only where a σ'' term needs it
         Ra: list[Tensor | None] = [None]  # Ra[l] = R(input of layer l), [T, d_in, B]
         for layer, (W, _b) in enumerate(self.layers):
             o, i = W.shape
+            bias = U.b[layer].reshape(T * o, 1)
             if Ra[layer] is None:
-                rz = torch.mm(U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, -1)
+                rz = torch.addmm(bias, U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, -1)
             else:
                 rz = torch.matmul(W, Ra[layer])
-                rz.view(T * o, -1).addmm_(U.W[layer].view(T * o, i), acts_T[layer])
-            rz += U.b[layer].unsqueeze(2)
-            Rz.append(rz)
+                rz.view(T * o, -1).addmm_(U.W[layer].view(T * o, i), acts_T[layer]).add_(bias)
             if layer < L - 1:
-                Ra.append(self.d1_T[layer] * rz)
+                keep_rz = exact and self.d2_T[layer] is not None  # σ'' term needs Rz later
+                Rz.append(rz if keep_rz else None)
+                Ra.append(self.d1_T[layer] * rz if keep_rz else rz.mul_(self.d1_T[layer]))
+            else:
+                Rz.append(rz)
         # R(δ_L) = ws ⊙ (diag(p) − p pᵀ) Rz_L        (all [T, C, B])
         rz = Rz[-1]
         rd = self.wsp_T * (rz - (rz * self.probs_T).sum(1, keepdim=True))
@@ -189,7 +192,7 @@ class MLPCurvature:
                 tb.mul_(beta).add_(rd.sum(2), alpha=alpha)
             if rback is None:
                 break
-            rd = self.d1_T[layer - 1] * rback
+            rd = rback.mul_(self.d1_T[layer - 1])
             if exact and self.d2_T[layer - 1] is not None:
                 rd += self.d2_T[layer - 1] * Rz[layer - 1] * self.backs_T[layer]
 

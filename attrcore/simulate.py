@@ -32,7 +32,7 @@ from .tangents import Tangents
 
 # Rows per product are capped so that a chunk's intermediates stay in cache: on these
 # machines memory bandwidth, not arithmetic, bounds the speed of a step.
-CACHE_BYTES = 6 * 2**20
+CACHE_BYTES = 12 * 2**20
 
 
 def chunk_rows(curv, T: int, budget_bytes: float) -> int:
