@@ -55,8 +55,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--noise", type=float, help="moons: noise level")
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and training")
+def add_model_flags(p: argparse.ArgumentParser, title: str = "model and training") -> None:
+    """The MLP shape and SGD flags (shared with ``evaluate``, whose retraining must match)."""
+    g = p.add_argument_group(title)
     g.add_argument("--hidden", nargs="*", default=["128"],
                    help="hidden widths, e.g. 128 64; none = logistic regression")
     g.add_argument("--activation", default="relu", choices=["relu", "tanh", "gelu"])
@@ -68,6 +69,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-schedule", default="constant", choices=["constant", "step", "cosine"])
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    add_model_flags(p)
     s = p.add_argument_group("simulation")
     s.add_argument("--scheme", default="trajectory", choices=["trajectory", "stationary", "none"])
     s.add_argument("--horizon", default="full", help="K: an integer ≥ 0, or 'full' (trajectory)")

@@ -32,19 +32,10 @@ __all__ = ["cli_attribute", "cmd_bench", "cmd_evaluate", "main", "register"]
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model and training flags of ``train`` (same names and defaults)."""
-    g = p.add_argument_group("model and training (must match the run that produced the scores)")
-    g.add_argument("--hidden", nargs="*", default=["128"],
-                   help="hidden widths, e.g. 128 64; none = logistic regression")
-    g.add_argument("--activation", default="relu", choices=["relu", "tanh", "gelu"])
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--momentum", type=float, default=0.0)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-schedule", default="constant", choices=["constant", "step", "cosine"])
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    g.add_argument("--sources", default="example", choices=["example", "class", "group"],
+    from .cli import add_model_flags
+
+    add_model_flags(p, "model and training (must match the run that produced the scores)")
+    p.add_argument("--sources", default="example", choices=["example", "class", "group"],
                    help="what the score columns are (default: one per training example)")
 
 
