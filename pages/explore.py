@@ -1,0 +1,461 @@
+"""Explore: pick a query, see its proponents and opponents, compare methods, and check a
+prediction against real retraining (the counterfactual check)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from attrcore import AttrcoreError, CancelledError, plots
+from attrcore import app_support as sup
+from pages import _shared as sh
+
+sh.require_router(__file__)
+
+st.title("Explore attributions")
+
+picked = sh.pick_run(
+    "Pick any test example (a *query*) and see which training examples pushed the model "
+    "towards its prediction (proponents) and which pushed against it (opponents); compare "
+    "attribution methods; and check a prediction by actually retraining without the top examples."
+)
+if picked is None:
+    st.stop()
+run, version = picked
+H = sh.home()
+ds = sh.dataset_of(run)
+measure = st.sidebar.selectbox(
+    "Measurement f",
+    ["margin", "loss"],
+    key="explore_measure",
+    help="margin: how sure the model is of the true class (logit of the true class "
+    "minus log-sum-exp of the others). loss: the cross-entropy.",
+)
+k = st.sidebar.slider("k (examples of each sign)", 3, 24, 8, key="explore_k")
+per_example = run.config.get("sources", {}).get("kind", "example") == "example"
+
+S = sh.scores(H, run.name, version, measure)  # [n_test, m], computed once per run
+P = sh.predictions(H, run.name, version)  # [n_test, C]
+pred = P.argmax(1)
+names = ds.class_names
+sim = run.simulation
+st.caption(
+    f"Run **{run.name}** · {ds.name} ({sh.KIND_WORDS.get(ds.kind, ds.kind)}) · {run.simulation.scheme} "
+    f"K={sim.horizon_label} · {run.n_sources} sources ({run.config['sources']['kind']}) · "
+    f"test accuracy {run.metrics.get('test_accuracy', float('nan')):.1%}"
+)
+
+# ----------------------------------------------------------------------------- query picker
+st.subheader("1 · Pick a query")
+n_test = ds.n_test
+wrong = np.flatnonzero(pred != ds.y_test)
+filters = ["all", "misclassified"] + [f"class {c}" for c in names]
+flt = st.pills("Show", filters, default="all", key="explore_filter", required=True)
+if flt == "misclassified":
+    candidates = wrong
+elif flt and flt.startswith("class "):
+    candidates = np.flatnonzero(ds.y_test == names.index(flt[len("class ") :]))
+else:
+    candidates = np.arange(n_test)
+if len(candidates) == 0:
+    st.info("No test example matches this filter (no mistakes: a good model!). Showing all.")
+    candidates = np.arange(n_test)
+
+if st.session_state.get("query_run") != run.name or st.session_state.get("query", -1) >= n_test:
+    st.session_state["query_run"] = run.name
+    st.session_state["query"] = int(wrong[0]) if len(wrong) else 0
+q = int(st.session_state["query"])
+select_key = f"explore_select_{run.name}_{flt}"
+
+
+def set_query(i: int) -> None:
+    st.session_state["query"] = int(i)
+    if int(i) in candidates_list:
+        st.session_state[select_key] = int(i)
+
+
+def pick_from(chart_key: str) -> None:
+    """on_select callback: a clicked example becomes the query."""
+    i = sh.picked_id(st.session_state[chart_key])
+    if i is not None:
+        set_query(i)
+
+
+def qlabel(i: int) -> str:
+    mark = "" if pred[i] == ds.y_test[i] else " (wrong)"
+    return f"#{i} · true {names[ds.y_test[i]]} · predicted {names[pred[i]]}{mark}"
+
+
+candidates_list = [int(i) for i in candidates]
+if select_key not in st.session_state or st.session_state[select_key] not in candidates_list:
+    st.session_state[select_key] = q if q in candidates_list else candidates_list[0]
+st.selectbox(
+    "Query",
+    candidates_list,
+    key=select_key,
+    format_func=qlabel,
+    on_change=lambda: st.session_state.update(query=st.session_state[select_key]),
+)
+q = int(st.session_state[select_key])
+st.session_state["query"] = q
+
+if ds.kind in ("image", "signal"):
+    per_page = 36
+    n_pages = max(1, -(-len(candidates) // per_page))
+    page = st.number_input(f"Gallery page (of {n_pages})", 1, n_pages, 1, key=f"explore_page_{flt}") - 1
+    shown = candidates[page * per_page : (page + 1) * per_page]
+    fig = plots.example_mosaic(
+        ds.X_test[shown],
+        ds.kind,
+        ds.image_shape,
+        ids=shown,
+        cols=12,
+        selectable=True,
+        selected=q,
+        titles=[
+            f"{names[ds.y_test[i]]}→{names[pred[i]]}" if pred[i] != ds.y_test[i] else names[ds.y_test[i]] for i in shown
+        ],
+        border_colours=[plots.OPPONENT if pred[i] != ds.y_test[i] else None for i in shown],
+        cell_px=75,
+    )
+    gallery_key = f"explore_gallery_{run.name}_{flt}_{page}"
+    sh.chart(fig, gallery_key, on_select=lambda: pick_from(gallery_key), selection_mode="points")
+    st.caption("Click an example to make it the query (red frame: misclassified; title: true→predicted).")
+elif ds.kind == "points":
+    scatter_key = f"explore_scatter_{run.name}_{flt}"
+    fig = plots.points_scatter(
+        ds.X_test[candidates], ds.y_test[candidates], names, ids=candidates, selected=q, feature_names=ds.feature_names
+    )
+    sh.chart(fig, scatter_key, on_select=lambda: pick_from(scatter_key), selection_mode="points")
+    st.caption("Click a test point to make it the query.")
+else:
+    table = pd.DataFrame(ds.X_test[candidates], columns=list(ds.feature_names))
+    table.insert(0, "predicted", [names[pred[i]] for i in candidates])
+    table.insert(0, "true", [names[ds.y_test[i]] for i in candidates])
+    table.insert(0, "id", candidates)
+    table_key = f"explore_table_{run.name}_{flt}"
+
+    def _row_picked() -> None:
+        rows = st.session_state[table_key].selection.rows
+        if rows:
+            set_query(int(candidates[rows[0]]))
+
+    st.dataframe(table, hide_index=True, key=table_key, on_select=_row_picked, selection_mode="single-row", height=240)
+    st.caption("Select a row to make it the query.")
+
+# ----------------------------------------------------------------------------- the query
+row = S[q]
+pos, neg = sup.top_k(row, k)
+st.subheader(f"2 · Query #{q}")
+qc, info = st.columns([1, 2])
+with qc:
+    if ds.kind in ("image", "signal"):
+        sh.chart(
+            plots.example_mosaic(ds.X_test[[q]], ds.kind, ds.image_shape, cols=1, cell_px=180), f"explore_query_{q}"
+        )
+    elif ds.kind == "points":
+        st.markdown(f"Point ({ds.X_test[q, 0]:.2f}, {ds.X_test[q, 1]:.2f})")
+    else:
+        st.dataframe(
+            pd.DataFrame({"feature": ds.feature_names, "value": ds.X_test[q]}),
+            hide_index=True,
+            height=min(400, 35 * (ds.n_features + 1) + 3),
+        )
+with info:
+    ok = pred[q] == ds.y_test[q]
+    st.markdown(
+        f"True label **{names[ds.y_test[q]]}**, predicted **{names[pred[q]]}** "
+        f"with probability {P[q, pred[q]]:.1%} {'(correct)' if ok else '(wrong)'}"
+    )
+    f_q = float(sup.measurements(run, ds.X_test[[q]], ds.y_test[[q]], measure)[0])
+    st.markdown(
+        f"Measurement f = {measure} = **{f_q:+.3f}**. Sum of all scores: {row.sum():+.3f}; "
+        f"{(row > 0).sum()} source(s) push f up, {(row < 0).sum()} push it down."
+    )
+    top = np.argsort(-P[q])[: min(5, len(names))]
+    st.dataframe(
+        pd.DataFrame({"class": [names[c] for c in top], "probability": P[q, top]}),
+        hide_index=True,
+        column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")},
+    )
+
+tab_attr, tab_cmp, tab_cf = st.tabs(["Proponents and opponents", "Compare methods", "Counterfactual check"])
+
+
+def source_label(j: int) -> str:
+    if per_example:
+        flip = " (flipped!)" if j in flipped else ""
+        return f"#{j} · {names[ds.y_train[j]]}{flip}"
+    return run.source_names[j]
+
+
+flipped = set(ds.flipped.tolist())
+
+with tab_attr:
+    if per_example:
+        for title, idx, colour, key in (
+            ("Proponents (push f up)", pos, plots.PROPONENT, "pro"),
+            ("Opponents (push f down)", neg, plots.OPPONENT, "opp"),
+        ):
+            st.markdown(f"**{title}**")
+            titles = [f"{names[ds.y_train[j]]} · {row[j]:+.2g}" for j in idx]
+            if ds.kind in ("image", "signal"):
+                sh.chart(
+                    plots.example_mosaic(
+                        ds.X_train[idx],
+                        ds.kind,
+                        ds.image_shape,
+                        titles=titles,
+                        cols=12,
+                        border_colours=[colour] * len(idx),
+                        cell_px=70,
+                    ),
+                    f"explore_{key}_{q}_{k}",
+                )
+            elif ds.kind == "tabular":
+                sh.chart(
+                    plots.feature_heatmap(
+                        ds.X_train[idx],
+                        ds.feature_names,
+                        [f"{source_label(j)} · {row[j]:+.2g}" for j in idx],
+                        reference=ds.X_train,
+                    ),
+                    f"explore_{key}_{q}_{k}",
+                )
+            else:
+                st.dataframe(
+                    pd.DataFrame(
+                        {
+                            "source": [source_label(j) for j in idx],
+                            "score": row[idx],
+                            **{f: ds.X_train[idx, c] for c, f in enumerate(ds.feature_names)},
+                        }
+                    ),
+                    hide_index=True,
+                )
+            if any(j in flipped for j in idx):
+                st.caption("(flipped!): this example's label was deliberately corrupted (label noise).")
+        if ds.kind == "points":
+            xx, yy, probs = sh.grid(H, run.name, version)
+            sh.chart(
+                plots.decision_boundary(
+                    xx,
+                    yy,
+                    probs,
+                    ds.X_train,
+                    ds.y_train,
+                    names,
+                    pos,
+                    neg,
+                    query=ds.X_test[q],
+                    feature_names=ds.feature_names,
+                ),
+                f"explore_boundary_{q}_{k}",
+            )
+            st.caption(
+                "Shaded: the model's decision regions; circled: the top proponents (blue) and "
+                "opponents (red) of the query (star)."
+            )
+    chosen = np.concatenate([pos, neg])
+    sh.chart(
+        plots.score_bars(
+            row[chosen],
+            [source_label(j) for j in chosen],
+            title=f"The {len(pos)} largest and {len(neg)} smallest scores",
+        ),
+        f"explore_bars_{q}_{k}",
+    )
+    if not per_example:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "source": run.source_names,
+                    "score": row,
+                    "examples": np.bincount(run.source_index, minlength=run.n_sources),
+                }
+            ).sort_values("score", ascending=False),
+            hide_index=True,
+        )
+    sh.explain("What does the sign of a score mean?", sh.SIGN_TEXT)
+
+# ----------------------------------------------------------------------------- compare
+with tab_cmp:
+    st.markdown(
+        "Do different attribution methods agree on this query, and on all test queries? "
+        "Agreement is measured by **Spearman rank correlation** (1 = same ordering of all "
+        "sources) and by the **overlap of the top-k proponents** (1 = same k examples)."
+    )
+    methods: dict[str, np.ndarray] = {f"forward-only (this run, K={sim.horizon_label})": S}
+    others = sup.comparable_runs(sh.store(), run)
+    chosen_runs = st.multiselect(
+        "Other saved runs on the same data (e.g. another horizon K)", others, default=others[:2], key="explore_cmp_runs"
+    )
+    for name in chosen_runs:
+        v = sup.run_version(sh.store(), name)
+        other = sh.load_run(H, name, v)
+        methods[f"forward-only ({name}, {other.simulation.scheme} K={other.simulation.horizon_label})"] = sh.scores(
+            H, name, v, measure
+        )
+    missing = sup.baselines_available()
+    if missing:
+        st.info(f"TRAK, influence functions and TracIn: {missing}")
+    else:
+        picked_baselines = st.multiselect(
+            "Baseline methods",
+            list(sup.BASELINES),
+            default=["trak", "tracin"],
+            key="explore_cmp_baselines",
+            format_func=sup.BASELINES.get,
+            help="Computed once for all test queries and stored; TracIn retrains once with checkpoints.",
+        )
+        stored = {
+            a["key"]["method"]
+            for a in sup.stored_baselines(sh.store(), run.name, version)
+            if a["key"].get("measure") == measure
+        }
+        todo = [m for m in picked_baselines if m not in stored]
+        if todo:
+            if st.button(f"Compute {', '.join(sup.BASELINES[m] for m in todo)}", key="explore_cmp_compute"):
+                bar = st.progress(0.0)
+                failed = False
+                for i, m in enumerate(todo):
+                    bar.progress(i / len(todo), text=f"{sup.BASELINES[m]}…")
+                    try:
+                        sup.baseline_scores(sh.store(), run, version, m, measure)
+                    except AttrcoreError as err:
+                        st.error(f"{sup.BASELINES[m]}: {err}")
+                        failed = True
+                    except Exception as err:  # a third-party library (traker) failing: still no traceback
+                        st.error(f"{sup.BASELINES[m]} failed: {type(err).__name__}: {err}")
+                        failed = True
+                bar.progress(1.0, text="done")
+                if not failed:
+                    st.rerun()
+            st.caption("Not computed yet: " + ", ".join(sup.BASELINES[m] for m in todo) + ".")
+        for m in picked_baselines:
+            if m in stored:
+                methods[sup.BASELINES[m]] = sh.cached_baseline(H, run.name, version, m, measure)
+    names_m = list(methods)
+    if len(names_m) < 2:
+        st.info("Pick at least one more method or run to compare with.")
+    else:
+        rows = []
+        for name in names_m[1:]:
+            one = sup.rank_agreement(S[q], methods[name][q], k)
+            everyone = sup.rank_agreement(S, methods[name], k)
+            rows.append(
+                {
+                    "method": name,
+                    "Spearman (this query)": one["spearman"],
+                    f"top-{k} overlap (this query)": one["top_k_proponents"],
+                    "Spearman (all queries)": everyone["spearman"],
+                    f"top-{k} overlap (all queries)": everyone["top_k_proponents"],
+                }
+            )
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        c1, c2 = st.columns(2)
+        with c1:
+            other_name = st.selectbox("Scatter against", names_m[1:], key="explore_cmp_scatter")
+            sh.chart(
+                plots.method_scatter(S[q], methods[other_name][q], names_m[0], other_name),
+                f"explore_cmp_scatter_fig_{q}",
+            )
+        with c2:
+            labels, sp, _ov = sup.agreement_matrix(methods, k)
+            short = [n.split(" (")[0] if n.startswith("forward-only (this") else n for n in labels]
+            sh.chart(plots.agreement_heatmap(sp, short, "mean Spearman over all test queries"), "explore_cmp_heat")
+        if per_example and ds.kind in ("image", "signal"):
+            st.markdown(f"**Top-{k} proponents of query #{q} by method**")
+            for name in names_m:
+                p_idx, _ = sup.top_k(methods[name][q], k)
+                st.caption(name)
+                sh.chart(
+                    plots.example_mosaic(
+                        ds.X_train[p_idx],
+                        ds.kind,
+                        ds.image_shape,
+                        cols=12,
+                        cell_px=55,
+                        titles=[names[ds.y_train[j]] for j in p_idx],
+                    ),
+                    f"explore_cmp_top_{name}_{q}_{k}",
+                )
+    sh.explain(
+        "Why would methods disagree?",
+        """
+Every method approximates the same question (what happens to this prediction if a training
+example counts more?) with different shortcuts. **TRAK** linearises the network around the
+final weights and projects gradients to a small dimension; **influence functions** assume
+training ended at an exact minimum; **TracIn** adds up gradient agreements along the way
+without curvature; **forward-only** follows the actual training run for K steps. A method
+can agree with another and still be wrong: the **Evaluate** page checks them all against
+real retraining.
+""",
+    )
+
+# ----------------------------------------------------------------------------- counterfactual
+with tab_cf:
+    st.markdown(
+        "Take the scores at their word: **remove** the top sources, **retrain** with the same seed and "
+        "batch order, and compare the change the scores predicted with the change that actually happens."
+    )
+    c1, c2, c3 = st.columns(3)
+    which = c1.radio("Remove", ["proponents", "opponents"], horizontal=True, key="explore_cf_which")
+    n_remove = c2.slider(
+        "how many", 1, min(50, max(1, run.n_sources - 1)), min(10, max(1, run.n_sources - 1)), key="explore_cf_n"
+    )
+    chosen_cf = sup.top_k(row, n_remove)[0 if which == "proponents" else 1]
+    predicted = -float(row[chosen_cf].sum())
+    c3.metric("predicted change of f", f"{predicted:+.3f}")
+    key = {
+        "run": run.name,
+        "version": version,
+        "query": q,
+        "remove": sorted(int(j) for j in chosen_cf),
+        "measure": measure,
+    }
+    have = sh.store().get_artifact(sup.COUNTERFACTUAL_KIND, key) is not None
+    go = st.button("Retrain without them", key="explore_cf_go", type="primary") if not have else True
+    if go:
+        bar = st.progress(0.0, text="retraining…") if not have else None
+
+        def show(p, _h) -> None:
+            if bar is not None:
+                bar.progress(p.done / max(1, p.total), text="retraining: " + sup.stage_text(p))
+
+        try:
+            res = sup.counterfactual(
+                sh.store(), run, version, q, chosen_cf, row, measure, progress=sup.ProgressAdapter(show)
+            )
+        except (CancelledError, AttrcoreError) as err:
+            st.error(str(err))
+        else:
+            c1, c2 = st.columns([1, 1])
+            with c1:
+                sh.chart(plots.counterfactual_bars(res["predicted"], res["actual"], measure), f"explore_cf_fig_{q}")
+            with c2:
+                st.metric("f before", f"{res['before']:+.3f}")
+                st.metric("f after retraining", f"{res['after']:+.3f}", delta=f"{res['actual']:+.3f}")
+                st.caption(
+                    f"Removed {res['n_sources']} source(s) = {res['n_examples']} training example(s); "
+                    f"retraining took {res['seconds']:.1f} s (stored: asking again is instant)."
+                )
+                same = np.sign(res["predicted"]) == np.sign(res["actual"])
+                st.markdown(
+                    "The prediction got the **direction right**."
+                    if same
+                    else "The prediction got the **direction wrong** for this query."
+                )
+    else:
+        st.caption("Retraining takes about as long as training the run did (without the simulation).")
+    sh.explain(
+        "Why the predicted and actual changes differ",
+        """
+The scores are *first-order*: they describe the effect of nudging one source's weight a
+tiny bit, and add those effects up. Removing ten examples at once is a big change, the
+effects interact, and the network can find a different solution. Agreement in **sign and
+rough size** is what to look for. Keeping the seed and batch order fixed removes the
+randomness of retraining, so the difference you see is the approximation, not luck.
+""",
+    )

@@ -1,0 +1,321 @@
+"""Train: data (built-in or uploaded) → model and optimiser → simulation → a saved run."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from attrcore import AttrcoreError, CancelledError, SimulationConfig, TrainConfig, plots
+from attrcore import app_support as sup
+from attrcore.data import BUILTIN_DATASETS, describe_builtin
+from pages import _shared as sh
+
+sh.require_router(__file__)
+
+UPLOAD = "upload"
+NONE = "(none)"
+
+st.title("Train a model")
+st.caption(
+    "Choose data, a network and how to simulate each training source; training saves a "
+    "run you can explore. Nothing is saved if training fails or you cancel it."
+)
+
+if st.session_state.get("train_cancel"):
+    st.warning("Training was cancelled; nothing was saved.")
+
+# ----------------------------------------------------------------------------- data
+data_col, model_col = st.columns(2, gap="large")
+with data_col:
+    st.subheader("1 · Data")
+    source = st.selectbox(
+        "Data set",
+        [*BUILTIN_DATASETS, UPLOAD],
+        key="train_dataset",
+        format_func=lambda s: "Upload a CSV or NPZ file…" if s == UPLOAD else s,
+    )
+    label_column = group_column = None
+    n_samples = noise = None
+    path = None
+    if source == UPLOAD:
+        file = st.file_uploader(
+            "Your data (.csv or .npz)",
+            type=["csv", "npz"],
+            key="train_upload",
+            help="CSV: one row per example, a header, a label column, numeric "
+            "features. NPZ: arrays X [n, d], y [n], optional groups [n].",
+        )
+        if file is None:
+            st.info("Upload a file to continue. It is validated here and never unpickled.")
+        else:
+            try:
+                path = sup.save_upload(sh.home(), file.name, file.getvalue())
+                if path.suffix == ".csv":
+                    cols = sup.csv_columns(path)
+                    label_column = st.selectbox(
+                        "Label column", cols, index=sup.guess_label_column(cols), key="train_label_col"
+                    )
+                    g = st.selectbox(
+                        "Group column (optional, defines grouped sources)",
+                        [NONE, *[c for c in cols if c != label_column]],
+                        key="train_group_col",
+                    )
+                    group_column = None if g == NONE else g
+            except AttrcoreError as err:
+                st.error(str(err))
+                path = None
+    else:
+        st.caption(describe_builtin(source))
+        if source == "moons":
+            c1, c2 = st.columns(2)
+            n_samples = c1.slider("points", 100, 2000, 500, step=100, key="train_moons_n")
+            noise = c2.slider("noise", 0.0, 0.5, 0.2, step=0.05, key="train_moons_noise")
+    c1, c2, c3 = st.columns(3)
+    split_seed = c1.number_input("split seed", 0, 2**31, 0, key="train_split_seed")
+    test_fraction = c2.slider("test fraction", 0.05, 0.5, 0.2, step=0.05, key="train_test_fraction")
+    label_noise = c3.slider(
+        "label noise",
+        0.0,
+        0.5,
+        0.0,
+        step=0.01,
+        key="train_label_noise",
+        help="Fraction of training labels flipped to another class on purpose.",
+    )
+
+    data_choice = None
+    dataset = None
+    if source != UPLOAD or path is not None:
+        data_choice = sup.DataChoice(
+            source=str(path) if source == UPLOAD else source,
+            seed=int(split_seed),
+            test_fraction=float(test_fraction),
+            label_noise=float(label_noise),
+            label_column=label_column,
+            group_column=group_column,
+            n_samples=n_samples,
+            noise=noise,
+        )
+        try:
+            dataset = sh.load_data(json.dumps(data_choice.kwargs(), sort_keys=True))
+        except AttrcoreError as err:
+            st.error(str(err))
+    if dataset is not None:
+        st.markdown(
+            f"**{dataset.name}**: {dataset.n_train} training and {dataset.n_test} test examples, "
+            f"{dataset.n_features} features, {dataset.n_classes} classes "
+            f"({sh.KIND_WORDS.get(dataset.kind, dataset.kind)})"
+            + (f", **{len(dataset.flipped)} labels flipped**" if len(dataset.flipped) else "")
+            + "."
+        )
+        show = min(16, dataset.n_train)
+        if dataset.kind in ("image", "signal"):
+            st.plotly_chart(
+                plots.example_mosaic(
+                    dataset.X_train[:show],
+                    dataset.kind,
+                    dataset.image_shape,
+                    titles=[sh.example_caption(dataset, i) for i in range(show)],
+                    cols=8,
+                    cell_px=60,
+                ),
+                key="train_preview",
+                config={"displayModeBar": False},
+            )
+        elif dataset.kind == "points":
+            st.plotly_chart(
+                plots.points_scatter(
+                    dataset.X_train, dataset.y_train, dataset.class_names, feature_names=dataset.feature_names
+                ),
+                key="train_preview",
+                config={"displayModeBar": False},
+            )
+        else:
+            import pandas as pd
+
+            preview = pd.DataFrame(dataset.X_train[:8], columns=list(dataset.feature_names))
+            preview.insert(0, "label", [dataset.class_names[int(c)] for c in dataset.y_train[:8]])
+            st.dataframe(preview, hide_index=True)
+
+# ----------------------------------------------------------------------------- model
+with model_col:
+    st.subheader("2 · Network and optimiser")
+    c1, c2 = st.columns(2)
+    hidden_text = c1.text_input(
+        "hidden layer widths", "128", key="train_hidden", help="e.g. '128' or '64, 32'; 'none' for logistic regression"
+    )
+    activation = c2.selectbox("activation", ["relu", "tanh", "gelu"], key="train_activation")
+    c1, c2, c3 = st.columns(3)
+    epochs = c1.number_input("epochs", 1, 1000, 20, key="train_epochs")
+    lr = c2.number_input("learning rate", 0.0001, 10.0, 0.1, step=0.01, format="%.4f", key="train_lr")
+    batch_size = c3.number_input("batch size", 1, 4096, 64, key="train_batch")
+    c1, c2, c3 = st.columns(3)
+    momentum = c1.number_input("momentum", 0.0, 0.99, 0.0, step=0.1, key="train_momentum")
+    weight_decay = c2.number_input("weight decay", 0.0, 1.0, 1e-4, step=1e-4, format="%.5f", key="train_wd")
+    schedule = c3.selectbox("LR schedule", ["constant", "step", "cosine"], key="train_schedule")
+    seed = st.number_input("training seed (initialisation and batch order)", 0, 2**31, 0, key="train_seed")
+
+    st.subheader("3 · Simulation and sources")
+    scheme = st.radio(
+        "scheme",
+        ["trajectory", "stationary", "none"],
+        horizontal=True,
+        key="train_scheme",
+        help="trajectory: follow the real SGD run; stationary: influence-function target at "
+        "the end; none: train only (cannot attribute).",
+    )
+    horizon = None
+    damping = 0.01
+    if scheme == "trajectory":
+        c1, c2 = st.columns(2)
+        full = c1.checkbox("full horizon (exact, slowest)", False, key="train_full")
+        if not full:
+            horizon = int(
+                c2.number_input("horizon K (steps each contribution is followed)", 0, 100000, 16, key="train_horizon")
+            )
+    elif scheme == "stationary":
+        c1, c2 = st.columns(2)
+        horizon = int(c1.number_input("Neumann steps K", 1, 100000, 100, key="train_stat_k"))
+        damping = float(c2.number_input("damping", 0.0, 10.0, 0.01, step=0.01, key="train_damping"))
+    curvature = "hessian"
+    if scheme != "none":
+        curvature = st.selectbox(
+            "curvature",
+            ["hessian", "gauss-newton"],
+            key="train_curvature",
+            help="Gauss-Newton is positive semi-definite and a little cheaper.",
+        )
+    has_groups = dataset is not None and dataset.train_groups is not None
+    kinds = ["example", "class", "group"] if has_groups else ["example", "class"]
+    sources = st.radio(
+        "sources (what gets credit)",
+        kinds,
+        horizontal=True,
+        key="train_sources",
+        format_func={
+            "example": "each example",
+            "class": "each class",
+            "group": f"each value of '{group_column or 'groups'}'",
+        }.get,
+    )
+
+sh.explain("What does the horizon K trade off?", sh.HORIZON_TEXT)
+sh.explain(
+    "What are sources?",
+    """
+A *source* is whatever gets credit. **Each example** (the default) scores every training
+row on its own. **Each class** asks which classes, as a whole, push a prediction. With a
+**group column** (a CSV column, or an NPZ array `groups`) every distinct value is one
+source: for example the publisher, hospital or annotator a row came from. Grouping also
+makes the run much smaller (one stored response per group instead of per row).
+""",
+)
+sh.explain(
+    "Which files can I upload?",
+    """
+- **CSV**: a header row, one example per row, a label column (words or integers), an
+  optional group column, and numeric feature columns. Empty cells and text features are
+  refused with a message saying which rows or columns to fix.
+- **NPZ** (`numpy.savez`): arrays `X` `[n, d]` numbers, `y` `[n]` labels, optional `groups`.
+  Files that would need pickle to load are refused (pickle can run code).
+Two features make a 2-D data set that is drawn as points with its decision boundary.
+""",
+)
+
+# ----------------------------------------------------------------------------- run
+st.subheader("4 · Train and save")
+request = None
+errors = []
+if data_choice is None or dataset is None:
+    errors.append("Choose valid data first.")
+else:
+    try:
+        sim = SimulationConfig(scheme=scheme, horizon=horizon, curvature=curvature, damping=damping)
+        tcfg = TrainConfig(
+            epochs=int(epochs),
+            lr=float(lr),
+            batch_size=int(batch_size),
+            momentum=float(momentum),
+            weight_decay=float(weight_decay),
+            lr_schedule=schedule,
+            seed=int(seed),
+        )
+        hidden = sup.parse_hidden(hidden_text)
+        c1, c2 = st.columns([3, 1])
+        default_name = sup.default_run_name(data_choice, sim, sources)
+        if st.session_state.get("train_name") in (None, st.session_state.get("train_name_default")):
+            st.session_state["train_name"] = default_name  # follow the settings until the user types a name
+        st.session_state["train_name_default"] = default_name
+        name = c1.text_input("run name", key="train_name")
+        overwrite = c2.checkbox("overwrite if it exists", key="train_overwrite")
+        request = sup.TrainRequest(
+            data=data_choice,
+            name=name.strip(),
+            hidden=hidden,
+            activation=activation,
+            train=tcfg,
+            simulation=sim,
+            sources=sources,
+            overwrite=overwrite,
+        )
+    except AttrcoreError as err:
+        errors.append(str(err))
+for e in errors:
+    st.error(e)
+
+if st.button(
+    "Train and save", type="primary", disabled=request is None, key="train_button", icon=":material/rocket_launch:"
+):
+    st.session_state.pop("train_done", None)
+    st.button(
+        "Cancel training",
+        key="train_cancel",
+        icon=":material/stop:",
+        help="Stops at the end of the current epoch; nothing is saved.",
+    )
+    bar = st.progress(0.0, text="Starting…")
+    chart = st.empty()
+
+    def show(p, history) -> None:
+        bar.progress(min(1.0, p.done / max(1, p.total)), text=sup.stage_text(p))
+        if p.stage == "train" and history:
+            chart.plotly_chart(
+                plots.training_curves(history, request.train.epochs),
+                key=f"train_curve_{len(history)}",
+                config={"displayModeBar": False},
+            )
+
+    try:
+        run = request.fit_and_save(sh.store(), progress=sup.ProgressAdapter(show))
+    except CancelledError as err:
+        st.warning(str(err))
+    except AttrcoreError as err:
+        st.error(str(err))
+    else:
+        st.session_state["run"] = request.name
+        st.session_state["train_done"] = {
+            "name": request.name,
+            "metrics": run.metrics,
+            "timings": run.timings,
+            "history": run.history,
+            "epochs": request.train.epochs,
+        }
+        st.rerun()  # show the saved run alone, without the live progress widgets
+
+done = st.session_state.get("train_done")
+if done:
+    m, t = done["metrics"], done["timings"]
+    st.success(
+        f"Saved run **{done['name']}**: test accuracy {m.get('test_accuracy', float('nan')):.1%}, "
+        f"{t.get('train_seconds', 0):.1f} s of training of which {t.get('simulate_seconds', 0):.1f} s "
+        "simulating."
+    )
+    st.plotly_chart(
+        plots.training_curves(done["history"], done["epochs"]),
+        key="train_curve_final",
+        config={"displayModeBar": False},
+    )
+    if st.button("Explore this run", icon=":material/travel_explore:", key="train_explore"):
+        st.session_state["run"] = done["name"]
+        st.switch_page("pages/explore.py")
