@@ -160,9 +160,11 @@ class MLPCurvature:
             bias = U.b[layer].reshape(T * o, 1)
             if Ra[layer] is None:
                 rz = torch.addmm(bias, U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, -1)
-            else:
-                rz = torch.matmul(W, Ra[layer])
-                rz.view(T * o, -1).addmm_(U.W[layer].view(T * o, i), acts_T[layer]).add_(bias)
+            else:  # W @ Ra as one GEMM over all tangents: Ra permuted to [d_in, T·B]
+                B = acts_T[layer].shape[1]
+                wra = torch.mm(W, Ra[layer].transpose(0, 1).reshape(i, T * B)).view(o, T, B)
+                rz = torch.addmm(bias, U.W[layer].view(T * o, i), acts_T[layer]).view(T, o, B)
+                rz += wra.transpose(0, 1)
             if layer < L - 1:
                 keep_rz = exact and self.d2_T[layer] is not None  # σ'' term needs Rz later
                 Rz.append(rz if keep_rz else None)
@@ -177,9 +179,13 @@ class MLPCurvature:
             o, i = W.shape
             rback = None
             if layer > 0:  # uses U.W[layer]: before target (maybe U) is written
-                rback = torch.matmul(W.T, rd)  # [T, i, B]
-                if exact:  # + dWᵀ δᵀ
-                    rback.baddbmm_(U.W[layer].transpose(1, 2), self.deltas_T[layer].expand(T, o, -1))
+                # Wᵀ Rδ (+ dWᵀ δᵀ) as GEMMs over all tangents, laid out [d_in, T, B]
+                B = rd.shape[2]
+                rback = torch.mm(W.T, rd.transpose(0, 1).reshape(o, T * B))
+                if exact:
+                    dWp = U.W[layer].permute(2, 0, 1).reshape(i * T, o)
+                    rback.view(i * T, B).addmm_(dWp, self.deltas_T[layer])
+                rback = rback.view(i, T, B).transpose(0, 1)  # strided view, [T, i, B]
             tW = target.W[layer]
             tW.view(T * o, i).addmm_(rd.view(T * o, -1), cache.acts[layer], beta=beta, alpha=alpha)
             if exact and Ra[layer] is not None:  # + δᵀ Ra
@@ -192,7 +198,8 @@ class MLPCurvature:
                 tb.mul_(beta).add_(rd.sum(2), alpha=alpha)
             if rback is None:
                 break
-            rd = rback.mul_(self.d1_T[layer - 1])
+            rd = torch.empty(T, i, rd.shape[2], dtype=rd.dtype)
+            torch.mul(rback, self.d1_T[layer - 1], out=rd)  # one strided pass into [T, i, B]
             if exact and self.d2_T[layer - 1] is not None:
                 rd += self.d2_T[layer - 1] * Rz[layer - 1] * self.backs_T[layer]
 
