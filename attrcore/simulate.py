@@ -14,8 +14,9 @@ and returns ``Δ [m, p]`` from :meth:`finalize`. Implementations:
 - :func:`stationary_response` — after training: K Neumann steps
   Δ ← (I − α H_λ) Δ − α ḡ_j towards −H_λ⁻¹ ḡ_j.
 
-All tangents active at a step go through one batched curvature product
-(:meth:`MLPCurvature.hvp`), chunked to the memory budget.
+All tangents active at a step go through one batched curvature product per layer, with
+the tangents' SGD update fused into it (:meth:`MLPCurvature.sgd_step_`), in row chunks
+sized to stay in cache and within the memory budget (:func:`propagate`).
 """
 
 from __future__ import annotations
