@@ -124,8 +124,9 @@ def main() -> None:
         if scheme == "trajectory" and K == 16:
             resp, secs = results["trajectory K=16"]["responses"], rows["trajectory K=16"]["seconds"]
         else:
-            sim = SimulationConfig(scheme=scheme, horizon=K, curvature="gauss-newton" if scheme == "stationary" else "hessian",
-                                   curvature_batch_size=256 if scheme == "stationary" else None)
+            stationary = scheme == "stationary"
+            sim = SimulationConfig(scheme=scheme, horizon=K, curvature="gauss-newton" if stationary else "hessian",
+                                   curvature_batch_size=256 if stationary else None)
             t0 = time.perf_counter()
             resp = train(mlp, ds.X_train, ds.y_train, cfg, sim).responses
             secs = time.perf_counter() - t0
@@ -134,7 +135,8 @@ def main() -> None:
         cos = float(torch.nn.functional.cosine_similarity(resp.double(), full.double(), dim=1).mean())
         agreement.append({"scheme": scheme, "K": K, "seconds": secs, "spearman_vs_full": sp,
                           "pearson_vs_full": pe, "cosine_delta_vs_full": cos})
-        print(f"{scheme} K={K}: {secs:.1f} s, Spearman vs full {sp:.3f}, Pearson {pe:.3f}, cos(Δ) {cos:.3f}", flush=True)
+        print(f"{scheme} K={K}: {secs:.1f} s, Spearman vs full {sp:.3f}, Pearson {pe:.3f}, cos(Δ) {cos:.3f}",
+              flush=True)
 
     # readout
     stack = Tangents.from_flat(mlp, full)
@@ -156,7 +158,8 @@ def main() -> None:
         "cd_seconds": statistics.median(cd_times),
     }
     print(f"readout (jvp): {readout_s * 1000:.1f} ms for 100 queries × 1437 sources "
-          f"({readout['gflops_achieved']:.1f} GFLOP/s vs GEMM {gemm:.1f}); cd: {readout['cd_seconds']:.2f} s", flush=True)
+          f"({readout['gflops_achieved']:.1f} GFLOP/s vs GEMM {gemm:.1f}); cd: {readout['cd_seconds']:.2f} s",
+          flush=True)
     memory = {"bytes_per_source_float32": mlp.n_params * 4, "bytes_per_source_float16": mlp.n_params * 2,
               "n_params": mlp.n_params, "total_MB_float32": 1437 * mlp.n_params * 4 / 1e6}
 
