@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 from attrcore import AttrcoreError, CancelledError
-from attrcore import app_support as sup
+from attrcore import app as sup
 from pages import _shared as sh
 
 st.set_page_config(page_title="attrcore", page_icon=":material/search:", layout="wide")

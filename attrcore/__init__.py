@@ -9,7 +9,11 @@ attribute any query to the training data with forward evaluations only.
 """
 
 from .config import PRESETS, SimulationConfig, TrainConfig
-from .data import BUILTIN_DATASETS, Dataset, load_dataset, load_queries
+from .data.datasets import BUILTIN_DATASETS, Dataset, load_dataset, load_queries
+from .data.sources import Sources, make_sources
+from .engine.model import MLP, MLPConfig
+from .engine.readout import score
+from .engine.train import Progress, train
 from .errors import (
     AttrcoreError,
     CancelledError,
@@ -19,12 +23,8 @@ from .errors import (
     RunNotFoundError,
     ShapeError,
 )
-from .model import MLP, MLPConfig
-from .readout import score
 from .run import TrainedRun, fit
-from .sources import Sources, make_sources
-from .store import RunStore
-from .train import Progress, train
+from .store.runstore import RunStore
 
 __all__ = [
     "BUILTIN_DATASETS", "PRESETS", "MLP", "AttrcoreError", "CancelledError", "ConfigError",

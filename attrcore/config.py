@@ -93,7 +93,7 @@ class SimulationConfig:
     response_dtype: str | None = None  # None = training dtype; float16 halves storage
 
     def __post_init__(self) -> None:
-        from .curvature import CURVATURES
+        from .engine.curvature import CURVATURES
 
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; choose {', '.join(SCHEMES)}.")

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 
 from .config import SimulationConfig, TrainConfig
-from .data import Dataset, load_dataset
+from .data.datasets import Dataset, load_dataset
+from .data.sources import Sources, make_sources
+from .engine.model import MLP, MLPConfig
+from .engine.readout import score as readout_score
+from .engine.tangents import Tangents
+from .engine.train import ProgressFn, train
 from .errors import ConfigError, ShapeError
-from .model import MLP, MLPConfig
-from .readout import score as readout_score
-from .sources import Sources, make_sources
-from .tangents import Tangents
-from .train import ProgressFn, train
 
 
 @dataclass

@@ -32,11 +32,14 @@ from scipy.stats import pearsonr, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attrcore.config import SimulationConfig, TrainConfig  # noqa: E402  (path set above)
-from attrcore.data import load_dataset  # noqa: E402
-from attrcore.model import MLP, MLPConfig  # noqa: E402
-from attrcore.readout import score  # noqa: E402
-from attrcore.tangents import Tangents  # noqa: E402
-from attrcore.train import train  # noqa: E402
+from attrcore.data import load_dataset  # noqa: E402  (path set above)
+from attrcore.engine import (  # noqa: E402  (path set above)
+    MLP,
+    MLPConfig,
+    Tangents,  # noqa: E402  (path set above)
+    score,  # noqa: E402  (path set above)
+    train,  # noqa: E402  (path set above)
+)
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"k16_seconds": 45.0, "full_seconds": 180.0, "readout_seconds_100q": 0.1}

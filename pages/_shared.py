@@ -2,7 +2,7 @@
 
 Caching rules: ``st.cache_resource`` for runs (models and their responses),
 ``st.cache_data`` for arrays and tables; every cached function is keyed by the store
-folder, the run name and the run's version (``attrcore.app_support.run_version``), so a
+folder, the run name and the run's version (``attrcore.app.runs.run_version``), so a
 retrained or deleted run is never served stale, and nothing here reads
 ``st.session_state`` inside a cached function.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from attrcore import RunStore, TrainedRun
-from attrcore import app_support as sup
+from attrcore import app as sup
 from attrcore.data import Dataset, load_dataset
 
 _ROUTER = threading.local()  # per script thread: is app.py's st.navigation running this page?

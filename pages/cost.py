@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from attrcore import AttrcoreError, plots
-from attrcore import app_support as sup
+from attrcore import app as sup
 from pages import _shared as sh
 
 sh.require_router(__file__)

@@ -10,12 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from attrcore import AttrcoreError, CancelledError, plots
-from attrcore import app_support as sup
+from attrcore import app as sup
 from pages import _shared as sh
 
 sh.require_router(__file__)
 
-# Benchmark reports (attrcore.bench); ATTRCORE_BENCH_DIR points elsewhere.
+# Benchmark reports (attrcore.evaluation.bench); ATTRCORE_BENCH_DIR points elsewhere.
 BENCH_DIR = Path(os.environ.get("ATTRCORE_BENCH_DIR", Path(__file__).resolve().parents[1] / "benchmarks"))
 
 st.title("Evaluate attributions")
@@ -179,7 +179,7 @@ else:
 docs = sh.bench_docs(str(BENCH_DIR))
 if not docs:
     st.info(
-        "No benchmark report found in `benchmarks/`. The benchmark (`attrcore.bench.run_bench`) "
+        "No benchmark report found in `benchmarks/`. The benchmark (`attrcore.evaluation.bench.run_bench`) "
         "measures LDS against K, ensemble size and TRAK's settings on the reference tasks; its "
         "JSON reports are drawn here when present."
     )

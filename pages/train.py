@@ -7,8 +7,8 @@ import json
 import streamlit as st
 
 from attrcore import AttrcoreError, CancelledError, SimulationConfig, TrainConfig, plots
-from attrcore import app_support as sup
-from attrcore.data import BUILTIN_DATASETS, describe_builtin
+from attrcore import app as sup
+from attrcore.data import BUILTIN_DATASETS, describe_builtin, uploads
 from pages import _shared as sh
 
 sh.require_router(__file__)
@@ -50,11 +50,11 @@ with data_col:
             st.info("Upload a file to continue. It is validated here and never unpickled.")
         else:
             try:
-                path = sup.save_upload(sh.home(), file.name, file.getvalue())
+                path = uploads.save_upload(sh.home(), file.name, file.getvalue())
                 if path.suffix == ".csv":
-                    cols = sup.csv_columns(path)
+                    cols = uploads.csv_columns(path)
                     label_column = st.selectbox(
-                        "Label column", cols, index=sup.guess_label_column(cols), key="train_label_col"
+                        "Label column", cols, index=uploads.guess_label_column(cols), key="train_label_col"
                     )
                     g = st.selectbox(
                         "Group column (optional, defines grouped sources)",

@@ -1,0 +1,123 @@
+"""Streamlit-free view models for the pages: what each page computes, with no Streamlit in it.
+
+The pages follow one shape: widgets → a config object from here → a cached call into attrcore
+(or into a helper here) → figures from :mod:`attrcore.plots`. Everything public is re-exported
+here, so a page does ``from attrcore import app as sup`` and calls ``sup.<name>``.
+
+Implementations:
+
+- ``runs`` — cache keys (``store_version``, ``run_version``) and which runs can be used;
+- ``training`` — the Train page: ``DataChoice``, ``TrainRequest``, ``ProgressAdapter``, the demo run;
+- ``explore`` — the Explore page: scores, top-k, decision grids, agreement, counterfactuals;
+- ``baselines`` — baseline methods in the app;
+- ``evaluation`` — the Evaluate page: LDS / LOO settings, ground truth, benchmark curves;
+- ``cost`` — the Cost page: measured cost, the machine, break-even.
+
+Uploads live in :mod:`attrcore.data.uploads`.
+"""
+
+from .baselines import BASELINE_KIND, BASELINES, baseline_scores, baselines_available, stored_baselines
+from .cost import (
+    COST_KIND,
+    breakeven_queries,
+    group_responses,
+    load_cost,
+    machine_description,
+    measure_cost,
+    measure_readout_cost,
+    save_cost,
+)
+from .evaluation import (
+    LDS_DONE_KIND,
+    LOO_DONE_KIND,
+    LDSSettings,
+    LOOSettings,
+    bench_curves,
+    bench_docs,
+    evaluation_available,
+    horizon_x,
+    lds_summary,
+    lds_truth,
+    loo_truth,
+    subset_predictions,
+    truth_known,
+)
+from .explore import (
+    COUNTERFACTUAL_KIND,
+    SCORES_KIND,
+    agreement_matrix,
+    counterfactual,
+    decision_grid,
+    measurements,
+    predict,
+    query_scores,
+    rank_agreement,
+    removal_weights,
+    retrain,
+    top_k,
+)
+from .runs import attributable_runs, comparable_runs, run_version, same_training, store_version
+from .training import (
+    DEMO_RUN,
+    DataChoice,
+    ProgressAdapter,
+    TrainRequest,
+    default_run_name,
+    demo_request,
+    parse_hidden,
+    stage_text,
+)
+
+__all__ = [
+    "BASELINES",
+    "BASELINE_KIND",
+    "COST_KIND",
+    "COUNTERFACTUAL_KIND",
+    "DEMO_RUN",
+    "DataChoice",
+    "LDSSettings",
+    "LDS_DONE_KIND",
+    "LOOSettings",
+    "LOO_DONE_KIND",
+    "ProgressAdapter",
+    "SCORES_KIND",
+    "TrainRequest",
+    "agreement_matrix",
+    "attributable_runs",
+    "baseline_scores",
+    "baselines_available",
+    "bench_curves",
+    "bench_docs",
+    "breakeven_queries",
+    "comparable_runs",
+    "counterfactual",
+    "decision_grid",
+    "default_run_name",
+    "demo_request",
+    "evaluation_available",
+    "group_responses",
+    "horizon_x",
+    "lds_summary",
+    "lds_truth",
+    "load_cost",
+    "loo_truth",
+    "machine_description",
+    "measure_cost",
+    "measure_readout_cost",
+    "measurements",
+    "parse_hidden",
+    "predict",
+    "query_scores",
+    "rank_agreement",
+    "removal_weights",
+    "retrain",
+    "run_version",
+    "same_training",
+    "save_cost",
+    "stage_text",
+    "store_version",
+    "stored_baselines",
+    "subset_predictions",
+    "top_k",
+    "truth_known",
+]

@@ -1,0 +1,160 @@
+"""Train page view model: the data choice, the train request, progress text, the demo run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import SimulationConfig, TrainConfig, fingerprint
+from ..data.datasets import BUILTIN_DATASETS, Dataset, load_dataset
+from ..engine.train import Progress
+from ..errors import ConfigError
+from ..run import TrainedRun, fit
+from ..store.runstore import RunStore
+
+DEMO_RUN = "digits-demo"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The dataset options of the Train page; ``load()`` is ``attrcore.load_dataset``."""
+
+    source: str
+    seed: int = 0
+    test_fraction: float = 0.2
+    label_noise: float = 0.0
+    label_column: str | None = None
+    group_column: str | None = None
+    n_samples: int | None = None
+    noise: float | None = None
+
+    def kwargs(self) -> dict:
+        return asdict(self)
+
+    def load(self) -> Dataset:
+        return load_dataset(**self.kwargs())
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"128, 64"`` → ``(128, 64)``; empty or ``"none"`` → ``()`` (logistic regression)."""
+    parts = [p for p in re.split(r"[\s,;x]+", str(text).strip()) if p]
+    if not parts or [p.lower() for p in parts] == ["none"]:
+        return ()
+    out = []
+    for p in parts:
+        if not p.isdigit() or not 1 <= int(p) <= 4096:
+            raise ConfigError(
+                f"hidden layer widths are whole numbers from 1 to 4096 separated by commas, "
+                f"e.g. '128' or '64, 32' ('none' for logistic regression); got {p!r}."
+            )
+        out.append(int(p))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything the Train page asks for: data, model, optimiser, simulation, run name."""
+
+    data: DataChoice
+    name: str
+    hidden: tuple[int, ...] = (128,)
+    activation: str = "relu"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    sources: str = "example"
+    overwrite: bool = False
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "data": self.data.kwargs(),
+                "hidden": list(self.hidden),
+                "activation": self.activation,
+                "train": self.train.to_dict(),
+                "simulation": self.simulation.to_dict(),
+                "sources": self.sources,
+            }
+        )
+
+    def fit_and_save(self, store: RunStore, progress: Callable | None = None) -> TrainedRun:
+        """Train, simulate, then save atomically; a cancelled or failed run saves nothing."""
+        if not self.overwrite and store.exists(self.name):
+            raise ConfigError(f"a run named {self.name!r} exists; pick another name or tick 'overwrite'.")
+        run = fit(
+            self.data.load(),
+            hidden=self.hidden,
+            activation=self.activation,
+            train_config=self.train,
+            simulation=self.simulation,
+            sources=self.sources,
+            progress=progress,
+        )
+        run.save(store, self.name, overwrite=self.overwrite)
+        return run
+
+
+def default_run_name(data: DataChoice, simulation: SimulationConfig, sources: str) -> str:
+    stem = data.source if data.source in BUILTIN_DATASETS else Path(data.source).stem
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem)[:40] or "data"
+    tag = {"trajectory": "traj", "stationary": "stat", "none": "plain"}[simulation.scheme]
+    k = "" if simulation.scheme == "none" else f"-k{simulation.horizon_label}"
+    src = "" if sources == "example" else f"-{sources}"
+    return f"{stem}-{tag}{k}{src}"
+
+
+def demo_request() -> TrainRequest:
+    """The digits preset (MLP 64-128-10, plain SGD), shortened so a class demo trains in
+    well under a minute: 15 epochs instead of 30 and horizon K = 16 instead of the full run."""
+    return TrainRequest(
+        data=DataChoice("digits"),
+        name=DEMO_RUN,
+        hidden=(128,),
+        activation="relu",
+        train=TrainConfig(epochs=15, lr=0.1, batch_size=64, weight_decay=1e-4, seed=0),
+        simulation=SimulationConfig(scheme="trajectory", horizon=16),
+        sources="example",
+    )
+
+
+class ProgressAdapter:
+    """Adapts attrcore's ``progress`` callback to a user interface.
+
+    ``show(progress, history)`` draws the current state (``history`` = the per-epoch
+    metrics so far); ``cancelled()`` is asked after every report and, when it returns
+    True, the adapter returns False, which makes attrcore raise ``CancelledError`` before
+    anything is saved.
+    """
+
+    def __init__(
+        self, show: Callable[[Progress, list[dict]], None], cancelled: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.show, self.cancelled = show, cancelled
+        self.history: list[dict] = []
+
+    def __call__(self, p: Progress) -> bool:
+        if p.stage == "train" and p.metrics:
+            self.history.append(dict(p.metrics))
+        self.show(p, self.history)
+        return not self.cancelled()
+
+
+def stage_text(p: Progress) -> str:
+    """One readable line for a progress report."""
+    if p.stage == "train":
+        m = p.metrics
+        acc = m.get("test_accuracy", m.get("train_accuracy"))
+        tail = f" · loss {m['loss']:.3f}" if "loss" in m else ""
+        tail += f" · accuracy {acc:.1%}" if acc is not None else ""
+        return f"epoch {p.done}/{p.total}{tail}"
+    if p.stage == "stationary":
+        return f"simulating responses: Neumann step {p.done}/{p.total}"
+    return f"{p.stage}: {p.done}/{p.total}"

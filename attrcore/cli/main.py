@@ -1,0 +1,68 @@
+"""Command line: ``python -m attrcore {train,score,attribute,runs,show,delete,...}``.
+
+Errors a user can cause print one readable line (``error: ...``) and exit with status 2;
+no traceback. Long jobs show a terminal progress bar (tqdm) on stderr.
+
+Contract (benchmarks and users script against it)::
+
+    python -m attrcore train --train TRAIN --hidden 128 --epochs 30 --lr 0.1 --batch-size 64 \
+        --momentum 0 --weight-decay 1e-4 --seed 0 --scheme trajectory --horizon full \
+        --sources example --run NAME
+    python -m attrcore score --run NAME --test QUERIES --measure margin --readout jvp --out SCORES.npy
+    python -m attrcore attribute  (train + score, the flags of both)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import AttrcoreError
+from .common import add_data_flags, add_score_flags, add_train_flags
+from .eval_commands import register as register_eval_commands
+from .run_commands import cmd_attribute, cmd_delete, cmd_runs, cmd_score, cmd_show, cmd_train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m attrcore", description="Forward-only training data attribution.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train an MLP and simulate every source's response")
+    add_data_flags(p)
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("score", help="attribute queries with a saved run (forward evaluations only)")
+    add_score_flags(p, with_run=True)
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("attribute", help="train + score in one command")
+    add_data_flags(p)
+    add_train_flags(p)
+    add_score_flags(p, with_run=False)
+    p.add_argument("--method", default="forward-only",
+                   choices=["forward-only", "trak", "if", "tracin", "grad-dot", "random"])
+    p.add_argument("--ensemble", type=int, default=1, help="TRAK: number of models")
+    p.add_argument("--proj-dim", type=int, default=512, help="TRAK: projection dimension")
+    p.set_defaults(func=cmd_attribute)
+    p = sub.add_parser("runs", help="list saved runs")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", help="print a saved run's config and metrics")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("delete", help="delete a saved run")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_delete)
+    register_eval_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except AttrcoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept.", file=sys.stderr)
+        return 130
+    return 0

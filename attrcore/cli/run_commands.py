@@ -1,0 +1,104 @@
+"""Run commands: ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .common import _configs, _dataset, _hidden, _print_top, _progress_bar, _queries, _store
+
+
+def cmd_train(args, keep: bool = False):
+    from ..run import fit
+
+    store = _store()
+    if args.run and store.exists(args.run) and not args.overwrite:
+        raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
+    dataset = _dataset(args)
+    train_cfg, sim = _configs(args)
+    bar, cb = _progress_bar(train_cfg.epochs, "train")
+    try:
+        run = fit(dataset, hidden=_hidden(args.hidden), activation=args.activation,
+                  train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb)
+    finally:
+        bar.close()
+    t = run.timings
+    print(f"trained {dataset.name}: test accuracy {run.metrics.get('test_accuracy', float('nan')):.4f}, "
+          f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "
+          f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source", file=sys.stderr)
+    if args.run:
+        run.save(store, args.run, overwrite=args.overwrite)
+        print(f"saved run '{args.run}' in {store.home}", file=sys.stderr)
+    return run
+
+
+def cmd_score(args, run=None):
+    import time
+
+    from ..run import TrainedRun
+
+    if run is None:
+        run = TrainedRun.load(_store(), args.run)
+    X, y = _queries(run, args.test)
+    if y is None and args.measure in ("margin", "loss"):
+        raise ConfigError(
+            f"the queries have no labels, which --measure {args.measure} needs; add a label column/array "
+            "or use --measure logit/prob with --target-class."
+        )
+    t0 = time.perf_counter()
+    scores = run.score(X, y, measure=args.measure, readout=args.readout, target_class=args.target_class)
+    dt = time.perf_counter() - t0
+    print(f"scored {scores.shape[0]} queries × {scores.shape[1]} sources in {dt:.3f} s "
+          f"({1000 * dt / max(1, scores.shape[0]):.2f} ms per query)", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise ConfigError(f"--out must end in .npy, got {out.name!r}.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        with open(tmp, "wb") as fh:
+            np.save(fh, scores.astype(np.float32), allow_pickle=False)
+        tmp.replace(out)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        _print_top(run, scores)
+    return scores
+
+
+def cmd_attribute(args):
+    method = getattr(args, "method", "forward-only")
+    if method != "forward-only":
+        from .attribute import cli_attribute
+
+        return cli_attribute(args)
+    run = cmd_train(args)
+    return cmd_score(args, run=run)
+
+
+def cmd_runs(args):
+    df = _store().runs_table()
+    if df.empty:
+        print("no runs yet; train one with 'python -m attrcore train --train digits --run NAME'")
+        return
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(df.to_string(index=False))
+
+
+def cmd_show(args):
+    from ..run import TrainedRun
+
+    run = TrainedRun.load(_store(), args.name)
+    print(json.dumps({"config": run.config, "metrics": run.metrics, "timings": run.timings,
+                      "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source()}, indent=2))
+
+
+def cmd_delete(args):
+    _store().delete_run(args.name)
+    print(f"deleted run '{args.name}'")

@@ -1,0 +1,64 @@
+"""Uploaded data files: saved content-addressed under the store, CSV columns peeked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DataError
+
+UPLOAD_SUFFIXES = (".csv", ".npz")
+MAX_UPLOAD_MB = 200
+
+
+def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
+    """Keep an uploaded CSV/NPZ under ``home/uploads/<sha>/<name>`` and return its path.
+
+    Content-addressed, so uploading the same file again reuses it and a saved run can
+    always rebuild its dataset. Nothing is parsed or unpickled here.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise DataError(
+            f"{filename!r} is neither a .csv nor an .npz file; upload a CSV with a header row "
+            "and a label column, or an NPZ saved with np.savez(path, X=X, y=y)."
+        )
+    if len(data) == 0:
+        raise DataError(f"{filename!r} is empty; upload a file with data rows.")
+    if len(data) > MAX_UPLOAD_MB * 2**20:
+        raise DataError(f"{filename!r} is larger than {MAX_UPLOAD_MB} MB; upload a smaller sample.")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).stem).strip("._") or "data"
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = Path(home) / "uploads" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem[:60]}{suffix}"
+    if not path.exists():
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def csv_columns(path: str | os.PathLike) -> list[str]:
+    """The header of a CSV file (for the label / group column pickers)."""
+    import pandas as pd
+
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(
+            f"cannot read {Path(path).name} as CSV ({err}); save it as comma-separated text with a header row."
+        ) from None
+
+
+def guess_label_column(columns: Sequence[str]) -> int:
+    """Index of the likeliest label column: one named label/target/class/y, else the last."""
+    for want in ("label", "labels", "target", "class", "y"):
+        for i, c in enumerate(columns):
+            if c.strip().lower() == want:
+                return i
+    return max(0, len(columns) - 1)

@@ -1,0 +1,254 @@
+"""SGD training of the MLP, with each source's parameter response simulated in the same run.
+
+``train`` is the one entry point: it trains with seeded mini-batches (bit-identical for the
+same seed, data and config on the CPU), reports per-epoch progress, and, when a
+:class:`~attrcore.config.SimulationConfig` asks for it, feeds every step to a trajectory
+simulator or runs the stationary scheme at the end. The training trajectory never depends
+on the simulation: it only reads the step's activations.
+
+The step (PyTorch SGD semantics, weight decay as an L2 term in the gradient)::
+
+    g = (1/|B|) Σ_{i∈B} w_i ∇ℓ_i + λθ;   v ← μ v + g;   θ ← θ − η_t v
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import SimulationConfig, TrainConfig
+from ..errors import CancelledError, ConfigError, DataError, DivergenceError, ShapeError
+from .curvature import make_curvature
+from .model import MLP
+
+
+@dataclass
+class Progress:
+    """One progress report: ``stage`` is "train" or "stationary"."""
+
+    stage: str
+    done: int
+    total: int
+    metrics: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[Progress], "bool | None"]
+
+
+@dataclass
+class TrainOutput:
+    theta: Tensor  # [p]
+    responses: Tensor | None  # [m, p] or None
+    history: list[dict]  # per epoch: epoch, loss, train_accuracy, (test_accuracy)
+    timings: dict  # seconds: train (total wall), simulate (inside the run), ...
+    checkpoints: dict[int, Tensor] = field(default_factory=dict)  # epoch -> theta
+    checkpoint_lrs: dict[int, float] = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+
+def step_learning_rates(cfg: TrainConfig, steps_per_epoch: int) -> Tensor:
+    """η_t for every step of the run (float64 ``[epochs * steps_per_epoch]``)."""
+    T = cfg.epochs * steps_per_epoch
+    t = torch.arange(T, dtype=torch.float64)
+    if cfg.lr_schedule == "constant":
+        return torch.full((T,), cfg.lr, dtype=torch.float64)
+    if cfg.lr_schedule == "step":
+        epoch = torch.div(t, steps_per_epoch, rounding_mode="floor")
+        return cfg.lr * cfg.step_gamma ** torch.div(epoch, cfg.step_every, rounding_mode="floor")
+    return cfg.lr * 0.5 * (1.0 + torch.cos(math.pi * t / T))
+
+
+def batch_orders(n: int, cfg: TrainConfig) -> list[list[Tensor]]:
+    """The mini-batches of every epoch, from ``cfg.seed`` alone."""
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
+    epochs = []
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        batches = list(torch.split(perm, cfg.batch_size))
+        if cfg.drop_last and len(batches) > 1 and len(batches[-1]) < cfg.batch_size:
+            batches.pop()
+        epochs.append(batches)
+    return epochs
+
+
+def _as_tensor(a, dtype, name: str) -> Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise DataError(f"{name} holds {bad} NaN or infinite values; remove or impute them before training.")
+    return t.to(dtype) if dtype is not None else t
+
+
+def train(
+    mlp: MLP,
+    X,
+    y,
+    cfg: TrainConfig,
+    sim: SimulationConfig | None = None,
+    source_index=None,
+    n_sources: int | None = None,
+    weights=None,
+    X_val=None,
+    y_val=None,
+    progress: ProgressFn | None = None,
+    checkpoint_epochs: tuple[int, ...] = (),
+) -> TrainOutput:
+    """Train ``mlp`` on ``X [n, d]``, ``y [n]``; simulate responses when ``sim`` asks.
+
+    ``source_index [n]`` maps each training example to its source (default: one source per
+    example); ``weights [n]`` are per-example loss weights (default 1; used by the
+    retraining of evaluations and by the finite-difference tests).
+    ``progress`` gets a :class:`Progress` per epoch; returning ``False`` cancels the run
+    (:class:`CancelledError`, nothing is kept).
+    """
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    X = _as_tensor(X, dtype, "the training inputs X")
+    y = _as_tensor(y, None, "the training labels y").long()
+    n = X.shape[0]
+    mlp.check_input(X)
+    if y.shape != (n,):
+        raise ShapeError(
+            f"labels have shape {tuple(y.shape)} but there are {n} training examples; pass one label per row."
+        )
+    if n == 0:
+        raise DataError("the training set is empty; load data with at least two classes.")
+    if int(y.min()) < 0 or int(y.max()) >= mlp.config.n_classes:
+        raise DataError(
+            f"labels must be in 0..{mlp.config.n_classes - 1} for a {mlp.config.n_classes}-class model, "
+            f"got {int(y.min())}..{int(y.max())}; map labels to consecutive integers."
+        )
+    w = None if weights is None else _as_tensor(weights, dtype, "the example weights")
+    if w is not None and w.shape != (n,):
+        raise ShapeError(f"weights have shape {tuple(w.shape)}; pass one weight per training example ({n}).")
+    if sim is not None and sim.scheme != "none":
+        if source_index is None:
+            src = torch.arange(n)
+            m = n
+        else:
+            src = torch.as_tensor(np.asarray(source_index)).long()
+            if src.shape != (n,):
+                raise ShapeError(
+                    f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n})."
+                )
+            m = int(n_sources if n_sources is not None else int(src.max()) + 1)
+            if int(src.min()) < 0 or int(src.max()) >= m:
+                raise ConfigError(f"source ids must be in 0..{m - 1}.")
+    else:
+        src, m = None, 0
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    theta = mlp.init(gen, dtype)
+    orders = batch_orders(n, cfg)
+    steps_per_epoch = len(orders[0])
+    lrs = step_learning_rates(cfg, steps_per_epoch)
+    total_steps = len(lrs)
+    velocity = torch.zeros_like(theta) if cfg.momentum else None
+
+    budget = (sim.memory_budget_mb if sim is not None else 2048.0) * 2**20
+    trajectory = None
+    if sim is not None and sim.scheme == "trajectory":
+        from .simulate import make_trajectory
+
+        trajectory = make_trajectory(
+            sim.horizon, total_steps, mlp=mlp, n_sources=m, lrs=lrs,
+            momentum=cfg.momentum, dtype=dtype, budget_bytes=budget, batch_size=cfg.batch_size,
+        )
+    curvature = sim.curvature if sim is not None else "hessian"
+    backend = sim.backend if sim is not None else "mlp"
+
+    Xv = None if X_val is None else _as_tensor(X_val, dtype, "the test inputs")
+    yv = None if y_val is None else torch.as_tensor(np.asarray(y_val)).long()
+
+    history: list[dict] = []
+    checkpoints: dict[int, Tensor] = {}
+    checkpoint_lrs: dict[int, float] = {}
+    if 0 in checkpoint_epochs:
+        checkpoints[0] = theta.clone()
+        checkpoint_lrs[0] = float(lrs[0])
+    sim_seconds = 0.0
+    t_start = time.perf_counter()
+    t = 0
+    for epoch, batches in enumerate(orders):
+        loss_sum, correct = 0.0, 0
+        for idx in batches:
+            wb = None if w is None else w[idx]
+            # the training step always uses the fast path, so the trajectory never depends
+            # on which backend the simulation uses
+            curv = make_curvature("mlp", mlp, theta, X[idx], y[idx], weights=wb,
+                                  weight_decay=cfg.weight_decay, curvature=curvature)
+            g = curv.grad()
+            batch_loss = float(curv.loss())
+            if not math.isfinite(batch_loss) or not torch.isfinite(g).all():
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}, step {t + 1} (loss = {batch_loss}); "
+                    f"lower the learning rate (now {cfg.lr}) or the momentum (now {cfg.momentum}). "
+                    "Nothing was saved."
+                )
+            loss_sum += batch_loss * len(idx)
+            correct += int((curv.probs.argmax(1) == y[idx]).sum())
+            if trajectory is not None:
+                t0 = time.perf_counter()
+                if backend != "mlp":
+                    curv = make_curvature(backend, mlp, theta, X[idx], y[idx], weights=wb,
+                                          weight_decay=cfg.weight_decay, curvature=curvature)
+                trajectory.step(t, curv, src[idx])
+                sim_seconds += time.perf_counter() - t0
+            lr = float(lrs[t])
+            if velocity is not None:
+                velocity.mul_(cfg.momentum).add_(g)
+                theta = theta - lr * velocity
+            else:
+                theta = theta - lr * g
+            t += 1
+        record = {"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
+                  "lr": float(lrs[t - 1])}
+        if Xv is not None and yv is not None and len(yv):
+            record["test_accuracy"] = float((mlp.forward(theta, Xv).argmax(1) == yv).float().mean())
+        history.append(record)
+        if epoch + 1 in checkpoint_epochs:
+            checkpoints[epoch + 1] = theta.clone()
+            checkpoint_lrs[epoch + 1] = float(lrs[t - 1])
+        if progress is not None and progress(Progress("train", epoch + 1, cfg.epochs, record)) is False:
+            raise CancelledError("training was cancelled; nothing was saved.")
+    train_seconds = time.perf_counter() - t_start
+
+    responses = None
+    extras: dict = {}
+    if trajectory is not None:
+        t0 = time.perf_counter()
+        responses = trajectory.finalize()
+        sim_seconds += time.perf_counter() - t0
+    elif sim is not None and sim.scheme == "stationary":
+        from .simulate import stationary_response
+
+        t0 = time.perf_counter()
+
+        def report(k: int, K: int) -> None:
+            if progress is not None and progress(Progress("stationary", k, K)) is False:
+                raise CancelledError("the simulation was cancelled; nothing was saved.")
+
+        responses, alpha = stationary_response(
+            mlp, theta, X, y, src, m, sim, cfg.weight_decay, seed=cfg.seed, progress=report
+        )
+        extras["neumann_step_size"] = alpha
+        sim_seconds = time.perf_counter() - t0
+    if responses is not None:
+        responses = responses.flat()
+        if not torch.isfinite(responses).all():
+            raise DivergenceError(
+                "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
+            )
+        if sim.response_dtype is not None:
+            responses = responses.to(getattr(torch, sim.response_dtype))
+    timings = {
+        "train_seconds": train_seconds,
+        "simulate_seconds": sim_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    return TrainOutput(theta, responses, history, timings, checkpoints, checkpoint_lrs, extras)

@@ -1,0 +1,48 @@
+"""Figures: pure functions from numpy arrays to plotly figures, one module per topic.
+
+Nothing here reads a run, a store or Streamlit state; every function takes plain arrays (and
+names) and returns a :class:`plotly.graph_objects.Figure`. Every figure function is
+re-exported here (``from attrcore import plots; plots.lds_curves(...)``); a new topic is a new
+module plus one import line below.
+
+Implementations, by page:
+
+- ``style`` — the shared colours (proponents blue, opponents red) and layout;
+- ``training`` — Train: :func:`training_curves`;
+- ``examples`` — :func:`example_mosaic`, :func:`feature_heatmap`, :func:`points_scatter`,
+  :func:`decision_boundary`;
+- ``explore`` — Explore: :func:`score_bars`, :func:`method_scatter`, :func:`agreement_heatmap`,
+  :func:`counterfactual_bars`;
+- ``evaluation`` — Evaluate: :func:`lds_bars`, :func:`lds_curves`, :func:`predicted_vs_actual`;
+- ``cost`` — Cost: :func:`cost_curves`, :func:`memory_bars`.
+"""
+
+from .cost import cost_curves, memory_bars
+from .evaluation import lds_bars, lds_curves, predicted_vs_actual
+from .examples import decision_boundary, example_mosaic, feature_heatmap, points_scatter
+from .explore import agreement_heatmap, counterfactual_bars, method_scatter, score_bars
+from .style import CLASS_COLOURS, NEUTRAL, OPPONENT, PROPONENT, QUERY, class_colour
+from .training import training_curves
+
+__all__ = [
+    "CLASS_COLOURS",
+    "NEUTRAL",
+    "OPPONENT",
+    "PROPONENT",
+    "QUERY",
+    "agreement_heatmap",
+    "class_colour",
+    "cost_curves",
+    "counterfactual_bars",
+    "decision_boundary",
+    "example_mosaic",
+    "feature_heatmap",
+    "lds_bars",
+    "lds_curves",
+    "memory_bars",
+    "method_scatter",
+    "points_scatter",
+    "predicted_vs_actual",
+    "score_bars",
+    "training_curves",
+]

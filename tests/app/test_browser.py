@@ -1,0 +1,176 @@
+"""A real browser against ``streamlit run app.py``: every page renders without an exception.
+
+Starts the app headless on a free localhost port with a temporary ``ATTRCORE_HOME`` that
+holds small prepared runs (plus LDS ground truth and a cost measurement, so Evaluate and
+Cost show results), waits for ``/_stcore/health``, opens every page in Debian's headless
+Chromium through Playwright (``executable_path``; never ``playwright install``), checks
+that the page's heading is there and no ``stException`` element is, and saves a full-page
+screenshot to ``assets/screenshots/<page>.png`` (shown in the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "assets" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# A deep link comes first on purpose: it is the first request the fresh server sees
+# (see pages/_shared.require_router).
+PAGES = [
+    ("train", "train", "Train a model"),
+    ("home", "", "attrcore: which training examples made this prediction?"),
+    ("explore", "explore", "Explore attributions"),
+    ("evaluate", "evaluate", "Evaluate attributions"),
+    ("cost", "cost", "Cost on this machine"),
+    ("mislabeled", "mislabeled", "Mislabeled data"),
+]
+
+
+def prepare_store(home: Path) -> None:
+    """Two small digits runs (K = 2 and K = 0, same training), LDS ground truth with the
+    Evaluate page's default settings, and a cost measurement of the first run."""
+    from attrcore import RunStore, SimulationConfig, TrainConfig
+    from attrcore import app as sup
+
+    store = RunStore(home)
+    data = sup.DataChoice("digits", test_fraction=0.5)
+    train = TrainConfig(epochs=3, lr=0.1, batch_size=16)
+    runs = {}
+    for name, k in (("digits-k0", 0), ("digits-k2", 2)):
+        runs[name] = sup.TrainRequest(
+            data=data, name=name, hidden=(16,), train=train, simulation=SimulationConfig(horizon=k)
+        ).fit_and_save(store)
+    run = runs["digits-k2"]
+    version = sup.run_version(store, "digits-k2")
+    sup.lds_truth(store, run, version, sup.LDSSettings())
+    sup.save_cost(store, "digits-k2", version, sup.measure_cost(run, query_counts=(1, 4, 16, 64)))
+    store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    home = tmp_path_factory.mktemp("browser") / "home"
+    prepare_store(home)
+    port = free_port()
+    log = open(home.parent / "streamlit.log", "w")  # closed in the teardown
+    env = {**os.environ, "ATTRCORE_HOME": str(home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not become healthy in 90 s; see {log.name}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_until_rendered(page) -> None:
+    """The heading is there, the script has finished, and charts had time to draw."""
+    page.wait_for_selector("h1", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset?.testScriptState === 'notRunning'",
+        timeout=180_000,
+    )
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(2500)
+
+
+@pytest.mark.parametrize(("name", "path", "heading"), PAGES, ids=[p[0] for p in PAGES])
+def test_page_renders_without_exception(browser, server, name, path, heading):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/{path}")
+        wait_until_rendered(page)
+        exceptions = page.query_selector_all('[data-testid="stException"]')
+        assert not exceptions, [e.inner_text()[:500] for e in exceptions]
+        assert heading in page.locator("h1").first.inner_text()
+        nav = page.get_by_test_id("stSidebarNav").inner_text()
+        assert "Mislabeled data" in nav and "shared" not in nav, f"app.py's navigation is not in place: {nav!r}"
+        # Streamlit scrolls inside stMain: grow the viewport to the content for a full-page shot
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+        page.set_viewport_size({"width": 1400, "height": max(900, min(int(height) + 20, 12_000))})
+        page.wait_for_timeout(2000)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        assert not page.query_selector_all('[data-testid="stException"]')
+    finally:
+        page.close()
