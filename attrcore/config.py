@@ -91,6 +91,10 @@ class SimulationConfig:
     backend: str = "mlp"  # mlp (fast, per layer) | func (torch.func reference)
     memory_budget_mb: float = 2048.0  # cap on the simulation's working memory
     response_dtype: str | None = None  # None = training dtype; float16 halves storage
+    # compressed responses Δ ≈ C Qᵀ (engine/compress.py): None = dense, an int r = rank r,
+    # "auto" = compressed (rank 256) only where that is clearly cheaper (see resolve_rank)
+    rank: int | str | None = "auto"
+    power_iterations: int = 1  # compressed only: power iterations of the range finder
 
     def __post_init__(self) -> None:
         from .engine.curvature import CURVATURES
@@ -117,6 +121,11 @@ class SimulationConfig:
             raise ConfigError(f"memory budget must be > 0 MB, got {self.memory_budget_mb}.")
         if self.response_dtype not in (None, "float16", "float32", "float64"):
             raise ConfigError("response dtype must be float16, float32 or float64.")
+        object.__setattr__(self, "rank", parse_rank(self.rank))
+        if not (isinstance(self.power_iterations, int) and 0 <= self.power_iterations <= 10):
+            raise ConfigError(
+                f"power iterations must be a whole number from 0 to 10, got {self.power_iterations!r}; 1 is usual."
+            )
 
     @property
     def horizon_label(self) -> str:
@@ -134,6 +143,24 @@ class SimulationConfig:
         if "horizon" in d:
             d["horizon"] = parse_horizon(d["horizon"])
         return cls(**d)
+
+
+def parse_rank(value: int | str | None) -> int | str | None:
+    """``None``/'dense'/'none' → None (dense); 'auto' → 'auto'; a whole number ≥ 1 → int."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("dense", "none")):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        r = int(value)
+    except (TypeError, ValueError):
+        r = None
+    if r is None or r < 1 or isinstance(value, float) and value != r or isinstance(value, bool):
+        raise ConfigError(
+            f"rank must be a whole number ≥ 1, 'auto' or 'dense', got {value!r}; 256 keeps the quality of "
+            "dense responses on the benchmark tasks."
+        )
+    return r
 
 
 def parse_horizon(value: int | str | None) -> int | None:

@@ -24,6 +24,7 @@ from torch import Tensor
 from .config import SimulationConfig, TrainConfig
 from .data.datasets import Dataset, load_dataset
 from .data.sources import Sources, make_sources
+from .engine.compress import CompressedResponses
 from .engine.model import MLP, MLPConfig
 from .engine.readout import score as readout_score
 from .engine.tangents import Tangents
@@ -36,7 +37,8 @@ class TrainedRun:
     config: dict
     mlp: MLP
     theta: Tensor  # [p]
-    responses: Tangents | None  # m tangents, stored layer by layer
+    # m tangents stored layer by layer, or the rank-r factors Δ ≈ C Qᵀ (engine/compress.py)
+    responses: Tangents | CompressedResponses | None
     source_index: np.ndarray  # [n_train] source id of each training example
     source_names: tuple[str, ...]
     history: list[dict] = field(default_factory=list)
@@ -66,6 +68,25 @@ class TrainedRun:
         if self.responses is None:
             return 0.0
         return self.responses.nbytes() / max(1, len(self.responses))
+
+    @property
+    def compressed(self) -> bool:
+        return isinstance(self.responses, CompressedResponses)
+
+    @property
+    def compression(self) -> dict:
+        """How the responses are represented: ``{"kind": "dense"}`` or the factors' info
+        (rank, method, power iterations, why the rank was chosen)."""
+        if isinstance(self.responses, CompressedResponses):
+            return {"kind": "compressed", **self.responses.info, "rank": self.responses.rank}
+        if self.responses is None:
+            return {"kind": "none"}
+        sim = self.config.get("simulation", {})
+        if "rank" not in sim:
+            return {"kind": "dense", "reason": "dense (saved before compressed responses existed)"}
+        from .engine.compress import resolve_rank
+
+        return {"kind": "dense", "reason": resolve_rank(sim["rank"], self.n_sources, self.mlp.n_params)[1]}
 
     def logits(self, X) -> Tensor:
         X = torch.as_tensor(np.asarray(X)).to(self.theta.dtype)
@@ -100,7 +121,9 @@ class TrainedRun:
     # ---- persistence --------------------------------------------------------------------
     def tensors(self) -> dict[str, Tensor]:
         out = {"theta": self.theta, "source_index": torch.as_tensor(self.source_index)}
-        if self.responses is not None:
+        if isinstance(self.responses, CompressedResponses):
+            out.update(self.responses.tensors())
+        elif self.responses is not None:
             for i, (W, b) in enumerate(zip(self.responses.W, self.responses.b)):
                 out[f"responses.W{i}"] = W
                 out[f"responses.b{i}"] = b
@@ -111,7 +134,7 @@ class TrainedRun:
             name, config=self.config, tensors=self.tensors(), history=self.history,
             timings=self.timings, metrics=self.metrics,
             meta={"source_names": list(self.source_names), "n_sources": self.n_sources,
-                  "bytes_per_source": self.bytes_per_source()},
+                  "bytes_per_source": self.bytes_per_source(), "compression": self.compression},
             overwrite=overwrite,
         )
         self.name = name
@@ -135,6 +158,9 @@ class TrainedRun:
                 [t[f"responses.W{i}"] for i in range(mlp.n_layers)],
                 [t[f"responses.b{i}"] for i in range(mlp.n_layers)],
             )
+        elif CompressedResponses.stored_in(t):
+            info = {k: v for k, v in dict(rec.meta.get("compression") or {}).items() if k != "kind"}
+            responses = CompressedResponses.from_tensors(t, mlp.n_layers, info)
         return cls(
             config=cfg, mlp=mlp, theta=theta, responses=responses,
             source_index=t["source_index"].numpy(),
@@ -172,7 +198,9 @@ def fit(
         source_index=src.index, n_sources=src.m, X_val=dataset.X_test, y_val=dataset.y_test,
         progress=progress,
     )
-    responses = None if out.responses is None else Tangents.from_flat(mlp, out.responses)
+    responses = out.responses
+    if isinstance(responses, Tensor):
+        responses = Tangents.from_flat(mlp, responses)
     last = out.history[-1] if out.history else {}
     metrics = {k: last[k] for k in ("train_accuracy", "test_accuracy", "loss") if k in last}
     timings = dict(out.timings, wall_seconds=time.perf_counter() - t0)

@@ -39,7 +39,12 @@ def group_responses(run: TrainedRun, index: np.ndarray, names: Sequence[str]) ->
         out = torch.zeros((m, *t.shape[1:]), dtype=t.dtype)
         return out.index_add_(0, idx, t)
 
-    grouped = Tangents([summed(W) for W in run.responses.W], [summed(b) for b in run.responses.b])
+    from ..engine.compress import CompressedResponses
+
+    if isinstance(run.responses, CompressedResponses):  # Δ ≈ C Qᵀ: sum the coefficient rows
+        grouped = CompressedResponses(run.responses.Q, summed(run.responses.C), dict(run.responses.info))
+    else:
+        grouped = Tangents([summed(W) for W in run.responses.W], [summed(b) for b in run.responses.b])
     return TrainedRun(
         config=run.config,
         mlp=run.mlp,

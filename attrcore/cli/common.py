@@ -71,6 +71,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sources", default="example", choices=["example", "class", "group"])
     s.add_argument("--memory-budget", type=float, default=2048.0, help="MB of working memory for simulation")
     s.add_argument("--response-dtype", choices=["float16", "float32", "float64"], help="storage precision of responses")
+    s.add_argument("--rank", default="auto",
+                   help="compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = "
+                        "rank 256 where it is ≥ 8× smaller than dense and m ≥ 1024, else dense")
+    s.add_argument("--power-iterations", type=int, default=1,
+                   help="compressed: power iterations of the range finder (default 1)")
     p.add_argument("--run", help="name to save the run under in the store")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
 
@@ -131,6 +136,7 @@ def _configs(args):
         scheme=args.scheme, horizon=parse_horizon(args.horizon), curvature=args.curvature,
         damping=args.damping, step_size=args.step_size, curvature_batch_size=args.curvature_batch,
         memory_budget_mb=args.memory_budget, response_dtype=args.response_dtype,
+        rank=args.rank, power_iterations=args.power_iterations,
     )
     return train_cfg, sim
 

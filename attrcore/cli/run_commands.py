@@ -30,7 +30,8 @@ def cmd_train(args, keep: bool = False):
     t = run.timings
     print(f"trained {dataset.name}: test accuracy {run.metrics.get('test_accuracy', float('nan')):.4f}, "
           f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "
-          f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source", file=sys.stderr)
+          f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
+          f"({_responses_label(run)})", file=sys.stderr)
     if args.run:
         run.save(store, args.run, overwrite=args.overwrite)
         print(f"saved run '{args.run}' in {store.home}", file=sys.stderr)
@@ -96,7 +97,16 @@ def cmd_show(args):
 
     run = TrainedRun.load(_store(), args.name)
     print(json.dumps({"config": run.config, "metrics": run.metrics, "timings": run.timings,
-                      "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source()}, indent=2))
+                      "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source(),
+                      "responses": run.compression}, indent=2))
+
+
+def _responses_label(run) -> str:
+    """'dense' or 'compressed, rank r', with the reason the rank was chosen."""
+    info = run.compression
+    if info["kind"] == "compressed":
+        return f"compressed Δ ≈ C Qᵀ, {info.get('reason', 'rank ' + str(info['rank']))}"
+    return info.get("reason", info["kind"])
 
 
 def cmd_delete(args):

@@ -15,9 +15,13 @@ Implementations:
 - ``train`` — the training loop;
 - ``simulate`` — the simulation schemes (``trajectory``: short / full propagation, ``stationary``:
   Neumann series of the damped curvature);
-- ``readout`` — JVP and central-difference readouts of the simulated responses.
+- ``readout`` — JVP and central-difference readouts of the simulated responses;
+- ``compress`` — compressed responses Δ ≈ C Qᵀ (rank r): ``compress_dense`` (randomized SVD
+  of dense responses), the one-pass ``StreamingSketch``, and the full-horizon forward sketch
+  + adjoint pass (``SketchedTrajectory``) whose cost is independent of the number of sources.
 """
 
+from .compress import CompressedResponses, compress_dense
 from .measures import MEASURES, measure
 from .model import MLP, MLPConfig
 from .readout import score
@@ -25,6 +29,7 @@ from .tangents import Tangents
 from .train import Progress, ProgressFn, TrainOutput, train
 
 __all__ = [
+    "CompressedResponses",
     "MEASURES",
     "MLP",
     "MLPConfig",
@@ -32,6 +37,7 @@ __all__ = [
     "ProgressFn",
     "Tangents",
     "TrainOutput",
+    "compress_dense",
     "measure",
     "score",
     "train",

@@ -61,12 +61,22 @@ def score(
     eps: float | None = None,
     backend: str = "mlp",
     memory_budget_mb: float = 1024.0,
+    out_dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Scores ``[Q, m]`` (float32) for queries ``X [Q, d]`` (labels ``y [Q]``).
+    """Scores ``[Q, m]`` (``out_dtype``, float32 by default) for queries ``X [Q, d]`` (labels ``y [Q]``).
 
-    ``responses`` is ``[m, p]`` in the model's row layout or a :class:`Tangents` stack
-    (pass the stack when scoring repeatedly: it saves a copy per call).
+    ``responses`` is ``[m, p]`` in the model's row layout, a :class:`Tangents` stack
+    (pass the stack when scoring repeatedly: it saves a copy per call), or
+    :class:`~attrcore.compress.CompressedResponses` ``Δ ≈ C Qᵀ``: then the r directional
+    derivatives ⟨∇f(z_q), Q_k⟩ are read out (r JVPs per query) and multiplied by ``Cᵀ``.
     """
+    from .compress import CompressedResponses
+
+    if isinstance(responses, CompressedResponses):
+        work = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        J = score(mlp, theta, responses.Q, X, y, measure, readout, target_class, eps, backend,
+                  memory_budget_mb, out_dtype=work)  # [Q, r]
+        return (J @ responses.C.to(work).T).to(out_dtype)
     X = torch.as_tensor(X).to(theta.dtype)
     y = None if y is None else torch.as_tensor(y).long()
     _validate(mlp, theta, responses, X, readout)
@@ -74,15 +84,15 @@ def score(
         raise ShapeError(f"{X.shape[0]} queries but {y.shape[0]} labels; pass one label per query.")
     if backend == "func":
         flat = responses.flat() if isinstance(responses, Tangents) else responses
-        return _score_func(mlp, theta, flat.to(theta.dtype), X, y, measure, readout, target_class, eps)
+        return _score_func(mlp, theta, flat.to(theta.dtype), X, y, measure, readout, target_class, eps).to(out_dtype)
     stack = responses if isinstance(responses, Tangents) else Tangents.from_flat(mlp, responses)
     budget = memory_budget_mb * 2**20
     if readout == "jvp":
-        return _score_jvp(mlp, theta, stack, X, y, measure, target_class, budget)
-    return _score_cd(mlp, theta, stack, X, y, measure, target_class, eps, budget)
+        return _score_jvp(mlp, theta, stack, X, y, measure, target_class, budget, out_dtype)
+    return _score_cd(mlp, theta, stack, X, y, measure, target_class, eps, budget, out_dtype)
 
 
-def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget) -> Tensor:
+def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget, out_dtype=torch.float32) -> Tensor:
     dtype = theta.dtype
     cache = mlp.forward_cache(theta, X)
     g_T = measure_dlogits(cache.logits, y, measure, target_class).T.contiguous()  # [C, Q]
@@ -90,7 +100,7 @@ def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget)
     d1_T = [d.T.contiguous() for d in cache.d1]
     layers = mlp.unflatten(theta)
     m, Q, L = len(stack), X.shape[0], mlp.n_layers
-    out = torch.empty(m, Q, dtype=torch.float32)
+    out = torch.empty(m, Q, dtype=out_dtype)
     step = _sources_per_chunk(mlp, Q, theta.element_size(), budget, 2)
     for s in range(0, m, step):
         sl = slice(s, min(m, s + step))
@@ -109,7 +119,7 @@ def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget)
     return out.T.contiguous()
 
 
-def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, budget) -> Tensor:
+def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, budget, out_dtype=torch.float32) -> Tensor:
     dtype = theta.dtype
     if eps is None:
         eps = 1e-3 if dtype == torch.float32 else 1e-6
@@ -118,7 +128,7 @@ def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, bud
     z1 = torch.addmm(layers[0][1], X, layers[0][0].T).T.contiguous()  # [d_1, Q]
     m, Q, L = len(stack), X.shape[0], mlp.n_layers
     theta_norm = float(theta.norm())
-    out = torch.empty(m, Q, dtype=torch.float32)
+    out = torch.empty(m, Q, dtype=out_dtype)
     step = _sources_per_chunk(mlp, Q, theta.element_size(), budget, 4)
     for s in range(0, m, step):
         sl = slice(s, min(m, s + step))
@@ -140,7 +150,7 @@ def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, bud
             zs[sign_idx] = z
         # zs: logits [S, C, Q] at θ ± εΔ
         f = [measure_fn(z.transpose(1, 2), y, measure, target_class) for z in zs]
-        out[sl] = ((f[0] - f[1]) / (2 * e.view(S, 1))).float()
+        out[sl] = ((f[0] - f[1]) / (2 * e.view(S, 1))).to(out_dtype)
     return out.T.contiguous()
 
 
@@ -157,4 +167,4 @@ def _score_func(mlp, theta, flat: Tensor, X, y, measure, readout, target_class, 
             eps = 1e-3 if theta.dtype == torch.float32 else 1e-6
         e = eps * theta.norm() / flat.norm(dim=1).clamp_min(1e-30)
         scores = torch.stack([(f(theta + ej * d) - f(theta - ej * d)) / (2 * ej) for d, ej in zip(flat, e)])
-    return scores.T.float().contiguous()
+    return scores.T.contiguous()

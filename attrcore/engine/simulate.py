@@ -150,7 +150,7 @@ class ShortTrajectory:
     """Trajectory response with horizon K (each injection propagated K steps, then frozen)."""
 
     def __init__(self, mlp: MLP, n_sources: int, lrs: Tensor, momentum: float,
-                 dtype: torch.dtype, budget_bytes: float, horizon: int, batch_size: int):
+                 dtype: torch.dtype, budget_bytes: float, horizon: int, batch_size: int, sink=None):
         self.mlp, self.m, self.lrs, self.mu, self.K = mlp, n_sources, lrs, momentum, horizon
         self.budget = budget_bytes
         self.c = flush_coefficients(lrs, momentum)
@@ -163,7 +163,8 @@ class ShortTrajectory:
                 f"memory budget of {budget_bytes / 2**20:.2f} MB; use a smaller horizon, --horizon full, "
                 "or raise --memory-budget."
             )
-        self.Delta = Tangents.zeros(mlp, n_sources, dtype)
+        # where retired injections accumulate: the dense Δ, or a sketch of it (``sink``)
+        self.Delta = Tangents.zeros(mlp, n_sources, dtype) if sink is None else sink
         self.U = Tangents.zeros(mlp, ring, dtype)
         self.V = Tangents.zeros(mlp, ring, dtype) if momentum else None
         self.src = torch.full((ring,), -1, dtype=torch.long)
@@ -203,9 +204,9 @@ class ShortTrajectory:
         self.src[head] = uniq
         self.filled += 1
 
-    def finalize(self) -> Tangents:
+    def finalize(self):
         self._retire(slice(0, len(self.U)), 0.0)
-        return self.Delta
+        return self.Delta if isinstance(self.Delta, Tangents) else self.Delta.finalize()
 
 
 def make_trajectory(horizon: int | None, total_steps: int, **kw):

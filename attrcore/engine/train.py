@@ -77,6 +77,59 @@ def batch_orders(n: int, cfg: TrainConfig) -> list[list[Tensor]]:
     return epochs
 
 
+@dataclass
+class Replay:
+    """The recorded run's steps, replayable: batches, learning rates and the exact SGD step.
+
+    :meth:`advance` performs the same arithmetic as the training loop, so replaying from a
+    recorded (θ_t, v_t) reproduces θ_{t+1} bit for bit.
+    """
+
+    mlp: MLP
+    X: Tensor
+    y: Tensor
+    w: Tensor | None
+    steps: list[Tensor]  # the example indices of every step
+    lrs: Tensor
+    cfg: TrainConfig
+    curvature_kind: str
+    backend: str
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def momentum(self) -> float:
+        return self.cfg.momentum
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.X.dtype
+
+    @property
+    def itemsize(self) -> int:
+        return self.X.element_size()
+
+    def batch(self, t: int) -> Tensor:
+        return self.steps[t]
+
+    def curvature(self, t: int, theta: Tensor, backend: str | None = None):
+        idx = self.steps[t]
+        wb = None if self.w is None else self.w[idx]
+        return make_curvature(backend or self.backend, self.mlp, theta, self.X[idx], self.y[idx], weights=wb,
+                              weight_decay=self.cfg.weight_decay, curvature=self.curvature_kind)
+
+    def advance(self, t: int, theta: Tensor, velocity: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """θ_{t+1}, v_{t+1} from θ_t, v_t (``velocity`` is updated in place, as in training)."""
+        g = self.curvature(t, theta, backend="mlp").grad()
+        lr = float(self.lrs[t])
+        if velocity is not None:
+            velocity.mul_(self.cfg.momentum).add_(g)
+            return theta - lr * velocity, velocity
+        return theta - lr * g, None
+
+
 def _as_tensor(a, dtype, name: str) -> Tensor:
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
     if t.is_floating_point() and not torch.isfinite(t).all():
@@ -152,15 +205,27 @@ def train(
 
     budget = (sim.memory_budget_mb if sim is not None else 2048.0) * 2**20
     trajectory = None
+    curvature = sim.curvature if sim is not None else "hessian"
+    backend = sim.backend if sim is not None else "mlp"
+    rank, rank_reason = None, "dense"  # compressed responses Δ ≈ C Qᵀ (compress.py) when rank is set
+    if sim is not None and sim.scheme != "none":
+        from .compress import resolve_rank
+
+        rank, rank_reason = resolve_rank(sim.rank, m, mlp.n_params)
     if sim is not None and sim.scheme == "trajectory":
         from .simulate import make_trajectory
 
-        trajectory = make_trajectory(
-            sim.horizon, total_steps, mlp=mlp, n_sources=m, lrs=lrs,
-            momentum=cfg.momentum, dtype=dtype, budget_bytes=budget, batch_size=cfg.batch_size,
-        )
-    curvature = sim.curvature if sim is not None else "hessian"
-    backend = sim.backend if sim is not None else "mlp"
+        if rank is None:
+            trajectory = make_trajectory(
+                sim.horizon, total_steps, mlp=mlp, n_sources=m, lrs=lrs,
+                momentum=cfg.momentum, dtype=dtype, budget_bytes=budget, batch_size=cfg.batch_size,
+            )
+        else:
+            from .compress import make_compressed_trajectory
+
+            replay = Replay(mlp, X, y, w, [idx for b in orders for idx in b], lrs, cfg, curvature, backend)
+            trajectory = make_compressed_trajectory(replay, sim.horizon, src, m, rank, sim.power_iterations,
+                                                    cfg.seed, budget)
 
     Xv = None if X_val is None else _as_tensor(X_val, dtype, "the test inputs")
     yv = None if y_val is None else torch.as_tensor(np.asarray(y_val)).long()
@@ -194,6 +259,8 @@ def train(
             correct += int((curv.probs.argmax(1) == y[idx]).sum())
             if trajectory is not None:
                 t0 = time.perf_counter()
+                if hasattr(trajectory, "record"):
+                    trajectory.record(t, theta, velocity)
                 if backend != "mlp":
                     curv = make_curvature(backend, mlp, theta, X[idx], y[idx], weights=wb,
                                           weight_decay=cfg.weight_decay, curvature=curvature)
@@ -239,13 +306,28 @@ def train(
         extras["neumann_step_size"] = alpha
         sim_seconds = time.perf_counter() - t0
     if responses is not None:
-        responses = responses.flat()
-        if not torch.isfinite(responses).all():
-            raise DivergenceError(
-                "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
-            )
-        if sim.response_dtype is not None:
-            responses = responses.to(getattr(torch, sim.response_dtype))
+        from .compress import CompressedResponses, compress_dense
+
+        if rank is not None and not isinstance(responses, CompressedResponses):
+            t0 = time.perf_counter()
+            responses = compress_dense(responses, rank, sim.power_iterations, cfg.seed)
+            sim_seconds += time.perf_counter() - t0
+        if isinstance(responses, CompressedResponses):
+            if not responses.isfinite():
+                raise DivergenceError(
+                    "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
+                )
+            if sim.response_dtype is not None:
+                responses = responses.to(getattr(torch, sim.response_dtype))
+            responses.info["reason"] = rank_reason
+        else:
+            responses = responses.flat()
+            if not torch.isfinite(responses).all():
+                raise DivergenceError(
+                    "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
+                )
+            if sim.response_dtype is not None:
+                responses = responses.to(getattr(torch, sim.response_dtype))
     timings = {
         "train_seconds": train_seconds,
         "simulate_seconds": sim_seconds,

@@ -240,7 +240,8 @@ def run_bench(
         key = (json.dumps(sim.to_dict(), sort_keys=True), seed)
         if key not in cache:
             out = train(mlp, X, y, replace(cfg, seed=seed), sim=sim)
-            stack = Tangents.from_flat(mlp, out.responses)
+            stack = out.responses if not isinstance(out.responses, torch.Tensor) else Tangents.from_flat(
+                mlp, out.responses)  # dense [m, p], or compressed Δ ≈ C Qᵀ
             readout_score(mlp, out.theta, stack, Xq_t[:2], yq_t[:2])  # warm-up
             sc, sec = _timed(lambda: readout_score(mlp, out.theta, stack, Xq_t, yq_t))
             sim_s = out.timings["simulate_seconds"]
@@ -262,12 +263,12 @@ def run_bench(
     settings: list[tuple[SimulationConfig, list[int]]] = []
     if want("forward-only"):
         for K in horizons:
-            settings.append((SimulationConfig(scheme="trajectory", horizon=K), [cfg.seed]))
+            settings.append((SimulationConfig(scheme="trajectory", horizon=K, rank=None), [cfg.seed]))
         for K in stationary_horizons:
-            settings.append((SimulationConfig(scheme="stationary", horizon=K), [cfg.seed]))
+            settings.append((SimulationConfig(scheme="stationary", horizon=K, rank=None), [cfg.seed]))
         if ensemble > 1:
             for K in ensemble_horizons:
-                settings.append((SimulationConfig(scheme="trajectory", horizon=K),
+                settings.append((SimulationConfig(scheme="trajectory", horizon=K, rank=None),
                                  [cfg.seed + i for i in range(ensemble)]))
     n_base = len(trak_models) * len(trak_proj_dims) + len(trak_ridges) + 5
     total = len(settings) + n_base

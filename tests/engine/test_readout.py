@@ -180,6 +180,10 @@ class ReverseModeCalled(AssertionError):
     pass
 
 
+def _trap(*args, **kwargs):
+    raise ReverseModeCalled("reverse-mode autograd was called")
+
+
 @pytest.fixture
 def forbid_reverse_mode(monkeypatch):
     """Make every reverse-mode entry point raise (torch.func.grad/vjp go through autograd.grad)."""
@@ -218,18 +222,37 @@ def test_readout_makes_no_reverse_mode_call(tiny, forbid_reverse_mode, kind, tar
         assert_close(got.double(), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
 
 
-def test_a_saved_run_scores_without_reverse_mode(forbid_reverse_mode):
-    ds = load_dataset("moons", n_samples=60)
-    run = fit(ds, hidden=(6,), train_config=TrainConfig(epochs=2, batch_size=16))
-    run.save(RunStore(), "no-reverse")
-    expected = {r: run.score(ds.X_test, ds.y_test, readout=r) for r in ("jvp", "cd")}
+@pytest.mark.parametrize("horizon", [None, 2])
+def test_compressed_readout_makes_no_reverse_mode_call(tiny, forbid_reverse_mode, horizon):
+    mlp = MLP(MLPConfig(tiny.d, tiny.n_classes, (5, 4), "gelu"))
+    cfg = TrainConfig(epochs=2, lr=0.3, batch_size=8, momentum=0.9, dtype="float64")
+    out = train(mlp, tiny.X, tiny.y, cfg, SimulationConfig(horizon=horizon, rank=4))
+    comp = out.responses
+    expected = reverse_mode_scores(mlp, out.theta, comp.dense(), tiny.X_query, tiny.y_query, "margin", None)
     forbid_reverse_mode()
-    loaded = TrainedRun.load(RunStore(), "no-reverse")
-    for r in ("jvp", "cd"):
-        for which in (run, loaded):
-            got = which.score(ds.X_test, ds.y_test, readout=r)
-            assert isinstance(got, np.ndarray) and got.shape == (ds.n_test, ds.n_train)
-            assert_close(torch.from_numpy(got), torch.from_numpy(expected[r]))
+    for readout_kind, backend in itertools.product(["jvp", "cd"], ["mlp", "func"]):
+        got = score(mlp, out.theta, comp, tiny.X_query, tiny.y_query, "margin", readout_kind, backend=backend)
+        assert_close(got.double(), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_a_saved_run_scores_without_reverse_mode():
+    ds = load_dataset("moons", n_samples=60)
+    for rank in (None, 6):
+        run = fit(ds, hidden=(6,), train_config=TrainConfig(epochs=2, batch_size=16),
+                  simulation=SimulationConfig(rank=rank))
+        assert run.compressed == (rank is not None)
+        run.save(RunStore(), f"no-reverse-{rank}")
+        expected = {r: run.score(ds.X_test, ds.y_test, readout=r) for r in ("jvp", "cd")}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.autograd, "grad", _trap)
+            mp.setattr(torch.autograd, "backward", _trap)
+            mp.setattr(torch.Tensor, "backward", _trap)
+            loaded = TrainedRun.load(RunStore(), f"no-reverse-{rank}")
+            for r in ("jvp", "cd"):
+                for which in (run, loaded):
+                    got = which.score(ds.X_test, ds.y_test, readout=r)
+                    assert isinstance(got, np.ndarray) and got.shape == (ds.n_test, ds.n_train)
+                    assert_close(torch.from_numpy(got), torch.from_numpy(expected[r]))
 
 
 # ---- errors -----------------------------------------------------------------------------
