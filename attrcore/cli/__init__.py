@@ -9,5 +9,6 @@ Implementations:
 - ``common`` — flags and helpers shared by the subcommands;
 - ``run_commands`` — ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``;
 - ``attribute`` — ``attribute --method`` for the baseline methods;
-- ``eval_commands`` — ``evaluate`` and ``bench``.
+- ``eval_commands`` — ``evaluate`` and ``bench``;
+- ``mislabel_commands`` — ``mislabel``, ``marks``, ``relabel``, ``export``.
 """

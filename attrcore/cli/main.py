@@ -20,6 +20,7 @@ import sys
 from ..errors import AttrcoreError
 from .common import add_data_flags, add_score_flags, add_train_flags
 from .eval_commands import register as register_eval_commands
+from .mislabel_commands import register as register_mislabel_commands
 from .run_commands import cmd_attribute, cmd_delete, cmd_runs, cmd_score, cmd_show, cmd_train
 
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_delete)
     register_eval_commands(sub)
+    register_mislabel_commands(sub)
     return parser
 
 

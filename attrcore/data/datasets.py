@@ -30,6 +30,7 @@ import operator
 import os
 import random
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -163,17 +164,25 @@ def load_dataset(
     group_column: str | None = None,
     n_samples: int | None = None,
     noise: float | None = None,
+    noise_pairs: str | Sequence | None = None,
+    noise_seed: int | None = None,
 ) -> Dataset:
     """Load, split and check a dataset; optionally flip a fraction of training labels.
 
     ``source`` is a name in :data:`BUILTIN_DATASETS` or a path to a ``.npz`` / ``.csv``
     file. ``n_samples`` and ``noise`` apply to ``moons`` only; ``label_column`` and
     ``group_column`` to CSV files only. ``label_noise`` is the fraction of training
-    examples whose label is replaced by a different class, chosen uniformly.
+    examples whose label is replaced by a different class, chosen uniformly; with
+    ``noise_pairs`` (``"7:1,2:5"`` or ``[("7", "1"), ...]``, class names as in
+    ``class_names``) it is class-conditional instead: ``label_noise`` of each source
+    class's training examples get its partner's label. ``noise_seed`` (default: ``seed``)
+    seeds the noise alone, so several noise draws share one split.
     """
     seed = _check_seed(seed)
     test_fraction = _check_fraction("test_fraction", test_fraction, low_open=True)
     label_noise = _check_fraction("label_noise", label_noise, low_open=False)
+    if noise_seed is not None:
+        noise_seed = _check_seed(noise_seed)
 
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         _refuse_file_options(source, label_column, group_column)
@@ -211,9 +220,50 @@ def load_dataset(
         "n_samples": n_samples,
         "noise": noise,
     }
+    pairs = parse_noise_pairs(noise_pairs, raw.class_names) if noise_pairs is not None else None
+    # only recorded when used, so the spec (and fingerprint) of noise-free data is unchanged
+    if pairs is not None:
+        spec["noise_pairs"] = [[raw.class_names[a], raw.class_names[b]] for a, b in pairs]
+    if noise_seed is not None:
+        spec["noise_seed"] = noise_seed
     return _assemble(
-        raw, seed=seed, test_fraction=test_fraction, label_noise=label_noise, spec=spec
+        raw, seed=seed, test_fraction=test_fraction, label_noise=label_noise, spec=spec,
+        noise_pairs=pairs, noise_seed=seed if noise_seed is None else noise_seed,
     )
+
+
+def parse_noise_pairs(pairs: str | Sequence, class_names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Confusion pairs ``"7:1,2:5"`` (or ``[("7", "1"), ...]``) → class ids ``((a, b), ...)``:
+    examples of class ``a`` get label ``b``. Names are matched against ``class_names``."""
+    names = [str(c) for c in class_names]
+    if isinstance(pairs, str):
+        items = [p.strip() for p in pairs.replace(" ", ",").split(",") if p.strip()]
+        parts = [tuple(p.split(":")) for p in items]
+    else:
+        parts = [tuple(str(x) for x in p) for p in pairs]
+    if not parts:
+        raise ConfigError("noise pairs are empty; write them as 'SOURCE:TARGET,...', e.g. '7:1,2:5'.")
+    out: list[tuple[int, int]] = []
+    for part in parts:
+        if len(part) != 2 or not all(x.strip() for x in part):
+            raise ConfigError(
+                f"noise pair {':'.join(part)!r} is not 'SOURCE:TARGET'; write pairs like '7:1,2:5' "
+                "(examples of class 7 get label 1)."
+            )
+        a, b = (x.strip() for x in part)
+        for c in (a, b):
+            if c not in names:
+                raise ConfigError(
+                    f"noise pair {a}:{b} names class {c!r}, which is not in the data; its classes are "
+                    f"{_first(names, 12)}."
+                )
+        if a == b:
+            raise ConfigError(f"noise pair {a}:{b} maps a class onto itself; pick two different classes.")
+        ia, ib = names.index(a), names.index(b)
+        if any(ia == x for x, _ in out):
+            raise ConfigError(f"class {a!r} is the source of two noise pairs; give each source class one target.")
+        out.append((ia, ib))
+    return tuple(out)
 
 
 def load_queries(
@@ -256,7 +306,8 @@ def load_queries(
 
 
 def _assemble(
-    raw: _Raw, *, seed: int, test_fraction: float, label_noise: float, spec: dict
+    raw: _Raw, *, seed: int, test_fraction: float, label_noise: float, spec: dict,
+    noise_pairs: tuple[tuple[int, int], ...] | None = None, noise_seed: int | None = None,
 ) -> Dataset:
     n_classes = len(raw.class_names)
     if raw.ordered_split:
@@ -274,7 +325,8 @@ def _assemble(
         X_test = (X_test - mean) / std
 
     y_clean = raw.y[train_rows]
-    y_train, flipped = _flip_labels(y_clean, n_classes, label_noise, seed)
+    noise_seed = seed if noise_seed is None else noise_seed
+    y_train, flipped = _flip_labels(y_clean, n_classes, label_noise, noise_seed, noise_pairs)
     groups = raw.groups
     return Dataset(
         name=raw.name,
@@ -347,9 +399,14 @@ def _ordered_split(raw: _Raw, test_fraction: float) -> tuple[np.ndarray, np.ndar
 
 
 def _flip_labels(
-    y: np.ndarray, n_classes: int, label_noise: float, seed: int
+    y: np.ndarray, n_classes: int, label_noise: float, seed: int,
+    pairs: tuple[tuple[int, int], ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Give ``round(label_noise * n)`` examples a different class, uniform over the others."""
+    """Give ``round(label_noise * n)`` examples a different class, uniform over the others;
+    with ``pairs`` ``((a, b), ...)``: ``round(label_noise * n_a)`` examples of each class
+    ``a`` (drawn without replacement) get label ``b``. Returns ``(labels, flipped rows)``."""
+    if pairs:
+        return _flip_pairs(y, label_noise, seed, pairs)
     n = len(y)
     k = round(label_noise * n)
     noisy = np.array(y, dtype=np.int64, copy=True)
@@ -359,6 +416,23 @@ def _flip_labels(
     flipped = np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
     shift = rng.integers(1, n_classes, size=k)  # 1..C-1: never the original class
     noisy[flipped] = (noisy[flipped] + shift) % n_classes
+    return noisy, flipped
+
+
+def _flip_pairs(
+    y: np.ndarray, label_noise: float, seed: int, pairs: tuple[tuple[int, int], ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    noisy = np.array(y, dtype=np.int64, copy=True)
+    rng = np.random.default_rng([seed, _NOISE_STREAM, 2])  # its own stream: uniform draws unchanged
+    chosen = []
+    for a, b in pairs:
+        members = np.flatnonzero(y == a)
+        k = round(label_noise * len(members))
+        if k:
+            pick = rng.choice(members, size=k, replace=False)
+            noisy[pick] = b
+            chosen.append(pick)
+    flipped = np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.empty(0, dtype=np.int64)
     return noisy, flipped
 
 

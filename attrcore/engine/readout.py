@@ -14,10 +14,16 @@ Interface: :func:`score` ``(mlp, theta, responses, X_q, y_q) -> [Q, m]``. Implem
 
 ``backend="func"`` computes the same with ``torch.func.jvp`` under ``vmap`` (the slow
 reference the tests hold the fast path to). No path runs reverse-mode autograd.
+
+:func:`self_scores` ``(mlp, theta, responses, X, y) -> [n]`` is the *diagonal*: every
+training point read out against its own source only, τ(i, s_i) = ⟨∇f(z_i; θ̂), Δ_{s_i}⟩,
+one forward-mode JVP per point with its own tangent (O(n·p), never the n × m matrix);
+the self-influence that ranks suspicious labels (:mod:`attrcore.mislabel`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -90,6 +96,101 @@ def score(
     if readout == "jvp":
         return _score_jvp(mlp, theta, stack, X, y, measure, target_class, budget, out_dtype)
     return _score_cd(mlp, theta, stack, X, y, measure, target_class, eps, budget, out_dtype)
+
+
+def self_scores(
+    mlp: MLP,
+    theta: Tensor,
+    responses: Tensor | Tangents,
+    X: Tensor,
+    y: Tensor | None = None,
+    measure: str = "loss",
+    target_class: int | None = None,
+    source_index=None,
+    memory_budget_mb: float = 1024.0,
+) -> Tensor:
+    """Self-influence ``[n]`` (float32): τ(i, s_i) = ⟨∇_θ f(z_i; θ̂), Δ_{s_i}⟩ for every
+    training point ``X [n, d]`` (labels ``y [n]``) read out against its *own* source.
+
+    A diagonal, never the ``[n, m]`` matrix: each point is pushed forward with its own
+    tangent Δ_{s_i} (one JVP per point, batched over points), O(n·p) work in all.
+    ``source_index [n]`` maps point i to its source s_i; by default point i is source i
+    (per-example sources, m = n), and the result is the diagonal of :func:`score`. With
+    grouped sources τ(i, g_i) is the first-order effect of up-weighting i's whole group on
+    i's own measurement (the ``[n, m]`` scores gathered at each point's group).
+
+    ``responses`` is ``[m, p]``, a :class:`Tangents` stack, or
+    :class:`~attrcore.compress.CompressedResponses` ``Δ ≈ C Qᵀ``: then τ(i, s_i) =
+    Σ_k C[s_i, k] ⟨∇f(z_i), Q_k⟩ (r JVPs per point). Sign: with ``measure="loss"``
+    up-weighting a point lowers its own loss, so τ < 0 and −τ is the usual self-influence.
+    """
+    from .compress import CompressedResponses
+
+    if isinstance(responses, CompressedResponses):
+        J = score(
+            mlp,
+            theta,
+            responses.Q,
+            X,
+            y,
+            measure,
+            "jvp",
+            target_class,
+            memory_budget_mb=memory_budget_mb,
+            out_dtype=torch.float64 if theta.dtype == torch.float64 else torch.float32,
+        )  # [n, r]
+        m = responses.C.shape[0]
+        rows = _self_rows(source_index, J.shape[0], m)
+        C = responses.C.to(J.dtype)
+        return (J * (C if rows is None else C[rows])).sum(1).float()
+    X = torch.as_tensor(X).to(theta.dtype)
+    y = None if y is None else torch.as_tensor(y).long()
+    _validate(mlp, theta, responses, X, "jvp")
+    n = X.shape[0]
+    if y is not None and y.shape != (n,):
+        raise ShapeError(f"{n} points but {y.shape[0]} labels; pass one label per point.")
+    stack = responses if isinstance(responses, Tangents) else Tangents.from_flat(mlp, responses)
+    m = len(stack)
+    rows = _self_rows(source_index, n, m)
+    dtype = theta.dtype
+    cache = mlp.forward_cache(theta, X)
+    g = measure_dlogits(cache.logits, y, measure, target_class)  # ∂f_i/∂logits_i, [n, C]
+    layers = mlp.unflatten(theta)
+    L = mlp.n_layers
+    # a chunk of points holds its own tangents, [S, p]: size it by the memory budget
+    per_point = 2 * mlp.n_params * theta.element_size()
+    step = max(1, min(n, int(memory_budget_mb * 2**20 // per_point)))
+    out = torch.empty(n, dtype=torch.float32)
+    for s in range(0, n, step):
+        sl = slice(s, min(n, s + step))
+        own = sl if rows is None else rows[sl]
+        ra = None  # tangent of the current layer's input, [S, d_in]
+        for layer, (W, _b) in enumerate(layers):
+            dW = stack.W[layer][own].to(dtype)  # [S, d_out, d_in], point i's own Δ
+            rz = torch.bmm(dW, cache.acts[layer][sl].unsqueeze(2)).squeeze(2)
+            rz += stack.b[layer][own].to(dtype)
+            if ra is not None:
+                rz += ra @ W.T
+            ra = cache.d1[layer][sl] * rz if layer < L - 1 else rz
+        out[sl] = (ra * g[sl]).sum(1)
+    return out
+
+
+def _self_rows(source_index, n: int, m: int) -> Tensor | None:
+    """Each point's source id ``[n]`` (None: point i is source i)."""
+    if source_index is None:
+        if m != n:
+            raise ShapeError(
+                f"the responses hold {m} sources but there are {n} points; pass source_index "
+                "(each point's source) to read each point against its own source."
+            )
+        return None
+    idx = torch.as_tensor(np.asarray(source_index)).long()
+    if idx.shape != (n,):
+        raise ShapeError(f"source_index has shape {tuple(idx.shape)}; it needs one source id per point ({n}).")
+    if n and (int(idx.min()) < 0 or int(idx.max()) >= m):
+        raise ShapeError(f"source_index refers to sources outside 0..{m - 1}; use the run's own source index.")
+    return idx
 
 
 def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget, out_dtype=torch.float32) -> Tensor:

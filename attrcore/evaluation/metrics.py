@@ -1,7 +1,9 @@
 """Pure metrics: NumPy in, NumPy out (shapes in each docstring).
 
 Interface: :func:`pearson`, :func:`spearman` (column-wise), :func:`lds`,
-:func:`loo_correlation`, :func:`seed_ceiling`, :func:`summarize`.
+:func:`loo_correlation`, :func:`seed_ceiling`, :func:`summarize`; for mislabel detection
+(a suspicion score per example against the known flips): :func:`roc_auc`,
+:func:`average_precision`, :func:`found_vs_inspected`, :func:`found_at`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..errors import ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 
 # =============================================================================== metrics
 
@@ -130,3 +132,76 @@ def summarize(per_query) -> dict:
         return {"mean": float("nan"), "sem": float("nan"), "n": 0}
     sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
     return {"mean": float(v.mean()), "sem": sem, "n": int(len(v))}
+
+
+# ------------------------------------------------------------------ mislabel detection
+# Detection metrics for a suspicion ranking: ``is_flipped [n]`` (bool, the labels known
+# to be wrong) and ``scores [n]`` (float, higher = more suspicious). Pure numpy.
+
+
+def _detection_inputs(is_flipped, scores) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(is_flipped)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.shape != y.shape:
+        raise ShapeError(f"labels have shape {y.shape} and scores {s.shape}; pass one flag and one score per example.")
+    if not np.isfinite(s).all():
+        raise DataError("the suspicion scores hold NaN or infinite values; compute them again.")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise DataError(
+            "detection metrics need both flipped and clean examples; inject label noise at a rate above 0 and below 1."
+        )
+    return y, s
+
+
+def roc_auc(is_flipped, scores) -> float:
+    """ROC-AUC: P(score of a flipped example > score of a clean one), ties count ½.
+
+    ``is_flipped [n]`` bool, ``scores [n]`` (higher = more suspicious). Mann–Whitney form:
+    (Σ midranks of the flipped − n₊(n₊+1)/2) / (n₊ n₋).
+    """
+    from scipy.stats import rankdata
+
+    y, s = _detection_inputs(is_flipped, scores)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    ranks = rankdata(s)  # midranks: a tie between a flipped and a clean example counts ½
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(is_flipped, scores) -> float:
+    """Average precision Σ_k (R_k − R_{k−1}) P_k over the distinct score thresholds, from
+    the most suspicious down (tied scores form one threshold); as scikit-learn defines it.
+
+    ``is_flipped [n]`` bool, ``scores [n]``.
+    """
+    y, s = _detection_inputs(is_flipped, scores)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s) - 1]  # end of each tie group
+    tp = np.cumsum(y_sorted)[last]
+    precision = tp / (last + 1)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def found_vs_inspected(is_flipped, scores) -> tuple[np.ndarray, np.ndarray]:
+    """The fraction of flipped labels found against the fraction of the data inspected,
+    inspecting examples from the most suspicious down (ties in index order).
+
+    Returns ``(inspected [n + 1], found [n + 1])``, both from 0 to 1:
+    ``found[k]`` = flipped examples among the top k / all flipped examples.
+    """
+    y, s = _detection_inputs(is_flipped, scores)
+    order = np.argsort(-s, kind="stable")
+    found = np.r_[0, np.cumsum(y[order])] / y.sum()
+    inspected = np.arange(len(y) + 1) / len(y)
+    return inspected, found
+
+
+def found_at(is_flipped, scores, fraction: float) -> float:
+    """Fraction of flipped labels among the top ``round(fraction · n)`` examples."""
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"the inspected fraction must be in [0, 1], got {fraction}.")
+    inspected, found = found_vs_inspected(is_flipped, scores)
+    return float(found[int(round(fraction * (len(found) - 1)))])

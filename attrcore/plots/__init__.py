@@ -14,13 +14,16 @@ Implementations, by page:
 - ``explore`` — Explore: :func:`score_bars`, :func:`method_scatter`, :func:`agreement_heatmap`,
   :func:`counterfactual_bars`;
 - ``evaluation`` — Evaluate: :func:`lds_bars`, :func:`lds_curves`, :func:`predicted_vs_actual`;
-- ``cost`` — Cost: :func:`cost_curves`, :func:`memory_bars`.
+- ``cost`` — Cost: :func:`cost_curves`, :func:`memory_bars`;
+- ``mislabel`` — Mislabeled data: :func:`found_vs_inspected`, :func:`detection_bars`,
+  :func:`accuracy_bars`.
 """
 
 from .cost import cost_curves, memory_bars
 from .evaluation import lds_bars, lds_curves, predicted_vs_actual
 from .examples import decision_boundary, example_mosaic, feature_heatmap, points_scatter
 from .explore import agreement_heatmap, counterfactual_bars, method_scatter, score_bars
+from .mislabel import accuracy_bars, detection_bars, found_vs_inspected
 from .style import CLASS_COLOURS, NEUTRAL, OPPONENT, PROPONENT, QUERY, class_colour
 from .training import training_curves
 
@@ -30,13 +33,16 @@ __all__ = [
     "OPPONENT",
     "PROPONENT",
     "QUERY",
+    "accuracy_bars",
     "agreement_heatmap",
     "class_colour",
     "cost_curves",
     "counterfactual_bars",
     "decision_boundary",
+    "detection_bars",
     "example_mosaic",
     "feature_heatmap",
+    "found_vs_inspected",
     "lds_bars",
     "lds_curves",
     "memory_bars",

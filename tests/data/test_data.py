@@ -451,3 +451,59 @@ def test_csv_missing_label_is_located(tmp_path):
     df.to_csv(tmp_path / "gap.csv", index=False)
     with pytest.raises(DataError, match=r"'label'.*rows 8"):
         load_dataset(tmp_path / "gap.csv", label_column="label")
+
+
+# ---- class-conditional label noise (confusion pairs) -------------------------------------
+
+
+def test_noise_pairs_relabel_a_share_of_each_source_class():
+    from attrcore.data.datasets import load_dataset as load
+
+    ds = load("digits", label_noise=0.4, noise_pairs="7:1,2:5", noise_seed=3)
+    clean, given = ds.y_train_clean, ds.y_train
+    for a, b in ((7, 1), (2, 5)):
+        members = clean == a
+        changed = members & (given != clean)
+        assert changed.sum() == round(0.4 * members.sum())
+        assert (given[changed] == b).all()
+    assert set(np.flatnonzero(given != clean)) == set(ds.flipped)
+    assert set(np.unique(clean[ds.flipped])) == {2, 7}
+    again = load(**ds.spec)  # the spec rebuilds the same noisy labels
+    assert (again.y_train == given).all() and (again.flipped == ds.flipped).all()
+    other_seed = load("digits", label_noise=0.4, noise_pairs="7:1,2:5", noise_seed=4)
+    assert (other_seed.X_train == ds.X_train).all()  # the noise seed never moves the split
+    assert not (other_seed.flipped.shape == ds.flipped.shape and (other_seed.flipped == ds.flipped).all())
+
+
+def test_noise_without_pairs_or_seed_keeps_the_old_spec_and_draws():
+    from attrcore.data.datasets import load_dataset as load
+
+    a = load("digits", label_noise=0.1)
+    assert "noise_pairs" not in a.spec and "noise_seed" not in a.spec
+    b = load("digits", label_noise=0.1, noise_seed=0)  # the default noise seed is the split seed
+    assert (a.flipped == b.flipped).all() and (a.y_train == b.y_train).all()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "match"),
+    [
+        ("7:11", "class '11', which is not in the data"),
+        ("7:7", "onto itself"),
+        ("7:1,7:2", "source of two noise pairs"),
+        ("71", "is not 'SOURCE:TARGET'"),
+        ("", "empty"),
+    ],
+)
+def test_bad_noise_pairs_get_clear_messages(pairs, match):
+    from attrcore.data.datasets import load_dataset as load
+
+    with pytest.raises(ConfigError, match=match):
+        load("digits", label_noise=0.4, noise_pairs=pairs)
+
+
+def test_a_noise_rate_of_one_or_more_is_refused():
+    from attrcore.data.datasets import load_dataset as load
+
+    for rate in (1.0, 1.5):
+        with pytest.raises(ConfigError, match=r"label_noise must be in \[0, 1\)"):
+            load("digits", label_noise=rate, noise_pairs="7:1")
