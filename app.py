@@ -60,7 +60,7 @@ def home() -> None:
             except CancelledError:
                 st.warning("The demo was cancelled; nothing was saved.")
             except AttrcoreError as err:
-                st.error(str(err))
+                st.error(sup.error_text(err))
             else:
                 st.session_state["run"] = sup.DEMO_RUN
                 st.switch_page("pages/explore.py")
@@ -107,7 +107,7 @@ def home() -> None:
                 try:
                     s.delete_run(name)
                 except AttrcoreError as err:
-                    st.error(str(err))
+                    st.error(sup.error_text(err))
                 else:
                     st.rerun()
         st.caption(f"Store: `{s.home}` · {len(table)} run(s).")

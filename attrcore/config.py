@@ -1,7 +1,23 @@
-"""Validated option dataclasses for training and simulation, with presets.
+"""The options of attrcore, defined once: validated dataclasses whose fields carry their
+default, choices, help and front-end names, plus the run spec and presets.
+
+Interface:
+
+- :class:`TrainConfig`, :class:`SimulationConfig`: each field is declared with
+  :func:`option` (default, ``help``, ``choices``, the CLI ``flag``, the app ``label``);
+  :func:`options` lists them as :class:`Option` records. The CLI generates its flags from
+  them (:func:`attrcore.cli.common.add_options`) and the Train page takes its widgets'
+  defaults, choices and help from them, so adding a field with :func:`option` is all it
+  takes to add a flag.
+- :class:`Horizon`: the horizon K, steps or full, with one meaning per scheme.
+- :class:`RunSpec`: the typed record of everything that defines a run (data, model,
+  training, simulation, sources); its ``to_dict`` is the config the run store records.
+- :func:`parse_hidden` (the one parser of hidden-layer widths) and :func:`fingerprint`
+  (the one fingerprint of JSON-able settings).
 
 Each config turns into a plain JSON dict (``to_dict``) and back (``from_dict``), which is
-what the run store records and what fingerprints are computed from.
+what the run store records and what fingerprints are computed from. Errors name options
+by their Python names in backticks; each front end renders them in its own words.
 """
 
 from __future__ import annotations
@@ -9,140 +25,141 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .errors import ConfigError
 
 LR_SCHEDULES = ("constant", "step", "cosine")
 SCHEMES = ("trajectory", "stationary", "none")
 DTYPES = ("float32", "float64")
+CURVATURES = ("hessian", "gauss-newton")
+BACKENDS = ("mlp", "func")
+RESPONSE_DTYPES = ("float16", "float32", "float64")
+MAX_WIDTH = 4096  # widest hidden layer accepted
 
 
 def fingerprint(obj: object) -> str:
-    """Short sha256 of the canonical JSON of ``obj``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Short sha256 of the canonical JSON of ``obj`` (JSON-able settings only)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def option(default, help: str, *, choices: Sequence | None = None, flag: str | None = None,
+           label: str | None = None, type: Callable | None = None, cli: bool = True):
+    """A dataclass field with its metadata: ``help`` (one line), ``choices``, the CLI
+    ``flag`` (default ``--`` + the name with dashes; ``cli=False``: no flag), the app
+    ``label`` (default: the name with spaces) and ``type`` (how the CLI parses a value;
+    default: the type of ``default``)."""
+    meta = {"help": help, "choices": None if choices is None else tuple(choices), "flag": flag,
+            "label": label, "type": type, "cli": cli}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """SGD training. Batch order and initialisation come from ``seed``."""
+class Option:
+    """One option as the front ends see it."""
 
-    epochs: int = 30
-    lr: float = 0.1
-    batch_size: int = 64
-    momentum: float = 0.0
-    weight_decay: float = 1e-4
-    lr_schedule: str = "constant"  # constant | step | cosine
-    step_every: int = 10  # step schedule: epochs between decays
-    step_gamma: float = 0.1  # step schedule: decay factor
-    seed: int = 0
-    dtype: str = "float32"
-    drop_last: bool = False
+    name: str
+    default: object
+    help: str
+    choices: tuple | None
+    flag: str | None  # None: not on the command line
+    label: str
+    type: Callable
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000):
-            raise ConfigError(f"epochs must be a whole number from 1 to 100000, got {self.epochs}.")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 100):
-            raise ConfigError(
-                f"learning rate must be in (0, 100], got {self.lr}; typical values are 0.01 to 0.5."
-            )
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ConfigError(f"batch size must be a whole number ≥ 1, got {self.batch_size}.")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}; 0.9 is common.")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight decay must be ≥ 0, got {self.weight_decay}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"unknown learning-rate schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}."
-            )
-        if self.step_every < 1 or not 0 < self.step_gamma <= 1:
-            raise ConfigError("step schedule needs step_every ≥ 1 and step_gamma in (0, 1].")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+def options(cls) -> dict[str, Option]:
+    """The :func:`option` fields of a config class, in declaration order."""
+    out = {}
+    for f in fields(cls):
+        m = f.metadata
+        if "help" not in m:
+            continue
+        default = None if f.default is MISSING else f.default
+        out[f.name] = Option(
+            name=f.name, default=default, help=m["help"], choices=m["choices"],
+            flag=(m["flag"] or "--" + f.name.replace("_", "-")) if m["cli"] else None,
+            label=m["label"] or f.name.replace("_", " "),
+            type=m["type"] or (type(default) if default is not None else str),
+        )
+    return out
 
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+def _check_choice(name: str, value, choices: tuple, what: str | None = None) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"unknown {what or name.replace('_', ' ')} {value!r} (`{name}`); choose {', '.join(map(str, choices))}."
+        )
+
+
+# ----------------------------------------------------------------------------- horizon
 
 
 @dataclass(frozen=True)
-class SimulationConfig:
-    """How each source's parameter response Δ_j is simulated.
+class Horizon:
+    """The horizon K: a number of steps, or the full run.
 
-    - ``scheme="trajectory"``: differentiate the real SGD run; each injection of a
-      source's gradient is propagated through ``horizon`` later steps (``None`` = full
-      horizon = the exact derivative of the final parameters), then frozen.
-    - ``scheme="stationary"``: ``horizon`` Neumann steps at the final parameters towards
-      −(H + damping·I)⁻¹ ḡ_j (``None`` is not allowed here).
-    - ``scheme="none"``: train only.
+    One meaning per scheme (:meth:`meaning`):
+
+    - ``trajectory``: each injection of a source's gradient is propagated through K later
+      SGD steps, then frozen; ``full`` follows it to the end of training (the exact
+      derivative of the final parameters);
+    - ``stationary``: K Neumann steps at the final parameters; ``full`` is not allowed.
+
+    Written as ``"full"`` or ``"16"`` (:meth:`parse`, ``str``); a config stores the steps
+    as ``int | None`` (None = full).
     """
 
-    scheme: str = "trajectory"
-    horizon: int | None = None  # None = full (trajectory only)
-    curvature: str = "hessian"  # hessian | gauss-newton
-    damping: float = 0.01  # stationary only: λ added to H (on top of weight decay)
-    step_size: float | None = None  # stationary only: Neumann α; None = 1/λ_max (power iteration)
-    curvature_batch_size: int | None = None  # stationary only: None = whole training set
-    backend: str = "mlp"  # mlp (fast, per layer) | func (torch.func reference)
-    memory_budget_mb: float = 2048.0  # cap on the simulation's working memory
-    response_dtype: str | None = None  # None = training dtype; float16 halves storage
-    # compressed responses Δ ≈ C Qᵀ (engine/compress.py): None = dense, an int r = rank r,
-    # "auto" = compressed (rank 256) only where that is clearly cheaper (see resolve_rank)
-    rank: int | str | None = "auto"
-    power_iterations: int = 1  # compressed only: power iterations of the range finder
+    steps: int | None  # None = full
+
+    PLOT_FULL = 4096.0  # where "full" sits on a log-K axis (beyond every K a benchmark uses)
 
     def __post_init__(self) -> None:
-        from .engine.curvature import CURVATURES
-
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"unknown scheme {self.scheme!r}; choose {', '.join(SCHEMES)}.")
-        if self.horizon is not None and (not isinstance(self.horizon, int) or self.horizon < 0):
-            raise ConfigError(
-                f"horizon must be a whole number ≥ 0 or 'full', got {self.horizon!r}."
-            )
-        if self.scheme == "stationary" and (self.horizon is None or self.horizon < 1):
-            raise ConfigError(
-                "the stationary scheme needs a number of Neumann steps: pass --horizon K with K ≥ 1 (e.g. 100)."
-            )
-        if self.curvature not in CURVATURES:
-            raise ConfigError(f"unknown curvature {self.curvature!r}; choose {', '.join(CURVATURES)}.")
-        if not (math.isfinite(self.damping) and self.damping >= 0):
-            raise ConfigError(f"damping must be ≥ 0, got {self.damping}.")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ConfigError(f"step size must be > 0, got {self.step_size}.")
-        if self.backend not in ("mlp", "func"):
-            raise ConfigError(f"backend must be 'mlp' or 'func', got {self.backend!r}.")
-        if not self.memory_budget_mb > 0:
-            raise ConfigError(f"memory budget must be > 0 MB, got {self.memory_budget_mb}.")
-        if self.response_dtype not in (None, "float16", "float32", "float64"):
-            raise ConfigError("response dtype must be float16, float32 or float64.")
-        object.__setattr__(self, "rank", parse_rank(self.rank))
-        if not (isinstance(self.power_iterations, int) and 0 <= self.power_iterations <= 10):
-            raise ConfigError(
-                f"power iterations must be a whole number from 0 to 10, got {self.power_iterations!r}; 1 is usual."
-            )
-
-    @property
-    def horizon_label(self) -> str:
-        return "full" if self.horizon is None else str(self.horizon)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["horizon"] = self.horizon_label
-        return d
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 0):
+            raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {self.steps!r}.")
 
     @classmethod
-    def from_dict(cls, d: dict) -> SimulationConfig:
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        if "horizon" in d:
-            d["horizon"] = parse_horizon(d["horizon"])
-        return cls(**d)
+    def parse(cls, value: Horizon | int | str | None) -> Horizon:
+        """``'full'``/None → full; ``16``/``'16'`` → 16 steps; anything else → ConfigError."""
+        if isinstance(value, Horizon):
+            return value
+        if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
+            return cls(None)
+        try:
+            k = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {value!r}.") from None
+        if k < 0 or (not isinstance(value, int) and str(k) != str(value).strip()):
+            raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {value!r}.")
+        return cls(k)
+
+    @property
+    def full(self) -> bool:
+        return self.steps is None
+
+    def __str__(self) -> str:
+        return "full" if self.steps is None else str(self.steps)
+
+    def plot_x(self) -> float:
+        """The x position of this horizon on a log-K axis (:attr:`PLOT_FULL` for full)."""
+        return self.PLOT_FULL if self.steps is None else float(self.steps)
+
+    @staticmethod
+    def meaning(scheme: str) -> str:
+        return {
+            "trajectory": "SGD steps each contribution is followed (full: to the end of training)",
+            "stationary": "Neumann steps at the final parameters",
+        }.get(scheme, "not used")
+
+
+def parse_horizon(value: Horizon | int | str | None) -> int | None:
+    """``'full'``/None → None; an integer (string) → int; anything else → ConfigError."""
+    return Horizon.parse(value).steps
 
 
 def parse_rank(value: int | str | None) -> int | str | None:
@@ -157,23 +174,172 @@ def parse_rank(value: int | str | None) -> int | str | None:
         r = None
     if r is None or r < 1 or isinstance(value, float) and value != r or isinstance(value, bool):
         raise ConfigError(
-            f"rank must be a whole number ≥ 1, 'auto' or 'dense', got {value!r}; 256 keeps the quality of "
-            "dense responses on the benchmark tasks."
+            f"rank must be a whole number ≥ 1, 'auto' or 'dense' (`rank`), got {value!r}; 256 keeps the quality "
+            "of dense responses on the benchmark tasks."
         )
     return r
 
 
-def parse_horizon(value: int | str | None) -> int | None:
-    """``'full'``/None → None; an integer string → int; anything else → ConfigError."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
-        return None
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full', got {value!r}.") from None
-    if k < 0 or str(k) != str(value).strip() and not isinstance(value, int):
-        raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full', got {value!r}.")
-    return k
+# ----------------------------------------------------------------------------- model
+
+
+def parse_hidden(value: str | int | Sequence[str | int] | None) -> tuple[int, ...]:
+    """Hidden layer widths: ``"128, 64"``, ``"64 32"``, ``"64x32"``, ``["128", "64"]`` or
+    ``(128, 64)`` → ``(128, 64)``; empty, ``"none"``, ``"0"`` or ``"-"`` → ``()`` (logistic
+    regression). The one parser for the CLI, the app and Python."""
+    if value is None:
+        return ()
+    text = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    parts = [p for p in re.split(r"[\s,;x]+", text.strip()) if p]
+    if not parts or (len(parts) == 1 and parts[0].lower() in ("none", "0", "-")):
+        return ()
+    out = []
+    for p in parts:
+        if not p.isdigit() or not 1 <= int(p) <= MAX_WIDTH:
+            raise ConfigError(
+                f"`hidden` takes layer widths, whole numbers from 1 to {MAX_WIDTH} separated by commas or "
+                f"spaces, e.g. '128' or '64, 32' ('none' for logistic regression); got {p!r}."
+            )
+        out.append(int(p))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD training. Batch order and initialisation come from ``seed``."""
+
+    epochs: int = option(30, "passes over the training set")
+    lr: float = option(0.1, "learning rate", label="learning rate")
+    batch_size: int = option(64, "examples per SGD step")
+    momentum: float = option(0.0, "SGD momentum (0 = plain SGD)")
+    weight_decay: float = option(1e-4, "L2 penalty on the weights")
+    lr_schedule: str = option("constant", "learning-rate schedule", choices=LR_SCHEDULES, label="LR schedule")
+    step_every: int = option(10, "step schedule: epochs between decays", cli=False)
+    step_gamma: float = option(0.1, "step schedule: decay factor", cli=False)
+    seed: int = option(0, "seed of initialisation and batch order",
+                       label="training seed (initialisation and batch order)")
+    dtype: str = option("float32", "floating-point precision of training", choices=DTYPES)
+    drop_last: bool = option(False, "drop the last incomplete batch of each epoch", cli=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000):
+            raise ConfigError(f"epochs must be a whole number from 1 to 100000 (`epochs`), got {self.epochs}.")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 100):
+            raise ConfigError(
+                f"learning rate must be in (0, 100] (`lr`), got {self.lr}; typical values are 0.01 to 0.5."
+            )
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ConfigError(f"batch size must be a whole number ≥ 1 (`batch_size`), got {self.batch_size}.")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1) (`momentum`), got {self.momentum}; 0.9 is common.")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay must be ≥ 0 (`weight_decay`), got {self.weight_decay}.")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES, "learning-rate schedule")
+        if self.step_every < 1 or not 0 < self.step_gamma <= 1:
+            raise ConfigError("step schedule needs step_every ≥ 1 and step_gamma in (0, 1].")
+        _check_choice("dtype", self.dtype, DTYPES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How each source's parameter response Δ_j is simulated.
+
+    - ``scheme="trajectory"``: differentiate the real SGD run; each injection of a
+      source's gradient is propagated through ``horizon`` later steps (``None`` = full
+      horizon = the exact derivative of the final parameters), then frozen.
+    - ``scheme="stationary"``: ``horizon`` Neumann steps at the final parameters towards
+      −(H + damping·I)⁻¹ ḡ_j (``None`` is not allowed here).
+    - ``scheme="none"``: train only.
+
+    ``horizon`` is stored as ``int | None``; :attr:`horizon_value` is the same as a
+    :class:`Horizon`, and :meth:`with_horizon` builds a config from any written form.
+    """
+
+    scheme: str = option("trajectory", "how responses are simulated (none = train only)", choices=SCHEMES)
+    horizon: int | None = option(None, "K: an integer ≥ 0, or 'full' (trajectory)", type=parse_horizon,
+                                 label="horizon K")
+    curvature: str = option("hessian", "curvature of the training loss used in the simulation",
+                            choices=CURVATURES)
+    damping: float = option(0.01, "stationary: λ added to the curvature")
+    step_size: float | None = option(None, "stationary: Neumann step α (default 1/λ_max)", type=float)
+    curvature_batch_size: int | None = option(None, "stationary: curvature mini-batch (default all data)",
+                                              type=int, flag="--curvature-batch")
+    backend: str = option("mlp", "mlp (fast, per layer) or func (torch.func reference)", choices=BACKENDS,
+                          cli=False)
+    memory_budget_mb: float = option(2048.0, "MB of working memory for simulation", flag="--memory-budget",
+                                     label="memory budget (MB)")
+    response_dtype: str | None = option(None, "storage precision of responses (default: the training dtype)",
+                                        choices=RESPONSE_DTYPES, type=str)
+    # compressed responses Δ ≈ C Qᵀ (engine/compress.py): None = dense, an int r = rank r,
+    # "auto" = compressed (rank 256) only where that is clearly cheaper (see resolve_rank)
+    rank: int | str | None = option(
+        "auto", "compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = rank 256 where it "
+        "is ≥ 8× smaller than dense and m ≥ 1024, else dense", type=parse_rank, label="rank",
+    )
+    power_iterations: int = option(1, "compressed: power iterations of the range finder (default 1)")
+
+    def __post_init__(self) -> None:
+        _check_choice("scheme", self.scheme, SCHEMES)
+        if self.horizon is not None and (
+            isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0
+        ):
+            raise ConfigError(
+                f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {self.horizon!r}."
+            )
+        if self.scheme == "stationary" and (self.horizon is None or self.horizon < 1):
+            raise ConfigError(
+                "the stationary scheme needs a number of Neumann steps: set `horizon` to K ≥ 1 (e.g. 100)."
+            )
+        _check_choice("curvature", self.curvature, CURVATURES)
+        if not (math.isfinite(self.damping) and self.damping >= 0):
+            raise ConfigError(f"damping must be ≥ 0 (`damping`), got {self.damping}.")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ConfigError(f"step size must be > 0 (`step_size`), got {self.step_size}.")
+        _check_choice("backend", self.backend, BACKENDS)
+        if not self.memory_budget_mb > 0:
+            raise ConfigError(f"memory budget must be > 0 MB (`memory_budget_mb`), got {self.memory_budget_mb}.")
+        if self.response_dtype is not None:
+            _check_choice("response_dtype", self.response_dtype, RESPONSE_DTYPES, "response dtype")
+        object.__setattr__(self, "rank", parse_rank(self.rank))
+        if not (isinstance(self.power_iterations, int) and 0 <= self.power_iterations <= 10):
+            raise ConfigError(
+                f"power iterations must be a whole number from 0 to 10 (`power_iterations`), got "
+                f"{self.power_iterations!r}; 1 is usual."
+            )
+
+    @property
+    def horizon_value(self) -> Horizon:
+        return Horizon(self.horizon)
+
+    @property
+    def horizon_label(self) -> str:
+        return str(self.horizon_value)
+
+    @classmethod
+    def with_horizon(cls, horizon: Horizon | int | str | None, **kwargs) -> SimulationConfig:
+        """A config whose horizon is given in any written form (``"full"``, ``"16"``, 16)."""
+        return cls(horizon=Horizon.parse(horizon).steps, **kwargs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["horizon"] = self.horizon_label
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SimulationConfig:
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "horizon" in d:
+            d["horizon"] = parse_horizon(d["horizon"])
+        return cls(**d)
 
 
 PRESETS: dict[str, dict] = {

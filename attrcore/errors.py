@@ -1,8 +1,9 @@
 """Typed errors a user can cause.
 
-Every message says what is wrong *and* how to fix it. The app shows ``str(err)`` as a
-readable message and the CLI prints it without a traceback, so messages are written for
-a person, not a developer.
+Every message says what is wrong *and* how to fix it. The app shows the message as a
+readable note and the CLI prints it without a traceback, so messages are written for a
+person, not a developer; options are named by their Python names in backticks, which each
+front end renders in its own words (:meth:`AttrcoreError.render`).
 
 Hierarchy::
 
@@ -17,9 +18,23 @@ Hierarchy::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
+_OPTION = re.compile(r"`([a-z][a-z0-9_]*)`")
+
 
 class AttrcoreError(ValueError):
-    """Base class of every error a user can cause and fix."""
+    """Base class of every error a user can cause and fix.
+
+    A message names the options it is about by their Python names in backticks (e.g.
+    ``raise `memory_budget_mb```); :meth:`render` rewrites them in the words of a front end
+    (the CLI's flags, the app's widget labels).
+    """
+
+    def render(self, names: Mapping[str, str]) -> str:
+        """The message with each ```option``` replaced by ``names[option]`` (unknown ones stay)."""
+        return _OPTION.sub(lambda m: names.get(m.group(1), m.group(0)), str(self))
 
 
 class DataError(AttrcoreError):

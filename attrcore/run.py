@@ -7,8 +7,10 @@ Interface::
     scores = run.score(X_query, y_query)            # [Q, m], forward evaluations only
     run.save(store, "digits-k16");  TrainedRun.load(store, "digits-k16")
 
-The config recorded with a run (``run.config``) holds everything that defines it: the
-dataset spec, the model shape, the training and simulation options and the sources.
+What defines a run is one typed record, :class:`RunSpec` (the dataset spec, the model
+shape, the training and simulation options and the sources); ``run.config`` is its JSON
+form, which the run store records (store format unchanged). :meth:`RunSpec.from_dict`
+also reads what older attrcore versions saved.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import SimulationConfig, TrainConfig
+from .config import SimulationConfig, TrainConfig, fingerprint
 from .data.datasets import Dataset, load_dataset
 from .data.sources import Sources, make_sources
-from .engine.compress import CompressedResponses
+from .engine.compress import CompressedResponses, resolve_rank
 from .engine.model import MLP, MLPConfig
 from .engine.readout import score as readout_score
 from .engine.tangents import Tangents
@@ -32,9 +34,54 @@ from .engine.train import ProgressFn, train
 from .errors import ConfigError, ShapeError
 
 
+@dataclass(frozen=True)
+class SourcesSpec:
+    """What the score columns are: ``kind`` (example | class | group) and their number ``m``."""
+
+    kind: str
+    m: int
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a trained run; ``to_dict`` is what the store records."""
+
+    data: dict  # the dataset spec: load_dataset(**data) rebuilds the data
+    model: MLPConfig
+    train: TrainConfig
+    simulation: SimulationConfig
+    sources: SourcesSpec
+
+    def to_dict(self) -> dict:
+        return {
+            "data": dict(self.data),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "simulation": self.simulation.to_dict(),
+            "sources": {"kind": self.sources.kind, "m": self.sources.m},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        """The spec of a stored config (any store format so far: format 1 wrote the same
+        keys, the horizon as ``"full"`` / ``"16"``; options added since take their defaults)."""
+        src = d.get("sources") or {}
+        return cls(
+            data=dict(d["data"]),
+            model=MLPConfig.from_dict(d["model"]),
+            train=TrainConfig.from_dict(d.get("train") or {}),
+            simulation=SimulationConfig.from_dict(d.get("simulation") or {"scheme": "none"}),
+            sources=SourcesSpec(str(src.get("kind", "example")), int(src.get("m", 0))),
+        )
+
+    def fingerprint(self) -> str:
+        """The fingerprint the store records for a run of this spec."""
+        return fingerprint(self.to_dict())
+
+
 @dataclass
 class TrainedRun:
-    config: dict
+    spec: RunSpec
     mlp: MLP
     theta: Tensor  # [p]
     # m tangents stored layer by layer, or the rank-r factors Δ ≈ C Qᵀ (engine/compress.py)
@@ -45,24 +92,35 @@ class TrainedRun:
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     name: str | None = None
+    recorded: dict | None = None  # the config exactly as the store holds it (loaded runs)
 
     # ---- views --------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        """The config as recorded in the store (a loaded run, whatever version saved it),
+        else the JSON form of :attr:`spec`."""
+        return self.recorded if self.recorded is not None else self.spec.to_dict()
+
     @property
     def n_sources(self) -> int:
         return len(self.source_names)
 
     @property
     def simulation(self) -> SimulationConfig:
-        return SimulationConfig.from_dict(self.config["simulation"])
+        return self.spec.simulation
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config["train"])
+        return self.spec.train
+
+    @property
+    def sources_kind(self) -> str:
+        return self.spec.sources.kind
 
     @cached_property
     def dataset(self) -> Dataset:
         """The training data, rebuilt from the recorded spec (deterministic)."""
-        return load_dataset(**self.config["data"])
+        return load_dataset(**self.spec.data)
 
     def bytes_per_source(self) -> float:
         if self.responses is None:
@@ -84,8 +142,6 @@ class TrainedRun:
         sim = self.config.get("simulation", {})
         if "rank" not in sim:
             return {"kind": "dense", "reason": "dense (saved before compressed responses existed)"}
-        from .engine.compress import resolve_rank
-
         return {"kind": "dense", "reason": resolve_rank(sim["rank"], self.n_sources, self.mlp.n_params)[1]}
 
     def logits(self, X) -> Tensor:
@@ -107,7 +163,7 @@ class TrainedRun:
         if self.responses is None:
             raise ConfigError(
                 "this run was trained without simulation (scheme 'none'); retrain it with "
-                "--scheme trajectory or stationary to attribute queries."
+                "`scheme` trajectory or stationary to attribute queries."
             )
         X = torch.as_tensor(np.asarray(X, dtype=np.float64)).to(self.theta.dtype)
         if X.ndim == 1:
@@ -143,8 +199,8 @@ class TrainedRun:
     @classmethod
     def load(cls, store, name: str) -> TrainedRun:
         rec = store.load_run(name)
-        cfg = rec.config
-        mlp = MLP(MLPConfig.from_dict(cfg["model"]))
+        spec = RunSpec.from_dict(rec.config)
+        mlp = MLP(spec.model)
         t = rec.tensors
         theta = t["theta"]
         if theta.shape != (mlp.n_params,):
@@ -162,7 +218,7 @@ class TrainedRun:
             info = {k: v for k, v in dict(rec.meta.get("compression") or {}).items() if k != "kind"}
             responses = CompressedResponses.from_tensors(t, mlp.n_layers, info)
         return cls(
-            config=cfg, mlp=mlp, theta=theta, responses=responses,
+            spec=spec, recorded=rec.config, mlp=mlp, theta=theta, responses=responses,
             source_index=t["source_index"].numpy(),
             source_names=tuple(rec.meta.get("source_names", ())),
             history=list(rec.history), timings=dict(rec.timings), metrics=dict(rec.metrics),
@@ -206,15 +262,9 @@ def fit(
     timings = dict(out.timings, wall_seconds=time.perf_counter() - t0)
     if "neumann_step_size" in out.extras:
         metrics["neumann_step_size"] = out.extras["neumann_step_size"]
-    config = {
-        "data": dataset.spec,
-        "model": mcfg.to_dict(),
-        "train": train_config.to_dict(),
-        "simulation": simulation.to_dict(),
-        "sources": {"kind": src.kind, "m": src.m},
-    }
+    spec = RunSpec(dataset.spec, mcfg, train_config, simulation, SourcesSpec(src.kind, src.m))
     return TrainedRun(
-        config=config, mlp=mlp, theta=out.theta, responses=responses,
+        spec=spec, mlp=mlp, theta=out.theta, responses=responses,
         source_index=np.asarray(src.index), source_names=tuple(src.names),
         history=out.history, timings=timings, metrics=metrics,
     )

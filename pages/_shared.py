@@ -90,7 +90,7 @@ def load_data(spec_json: str) -> Dataset:
 
 
 def dataset_of(run: TrainedRun) -> Dataset:
-    return load_data(json.dumps(run.config["data"], sort_keys=True))
+    return load_data(json.dumps(run.spec.data, sort_keys=True))
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring every test example against every source (once per run)…")

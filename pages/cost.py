@@ -29,7 +29,7 @@ if picked is None:
     st.stop()
 run, version = picked
 s = sh.store()
-per_example = run.config.get("sources", {}).get("kind", "example") == "example"
+per_example = run.sources_kind == "example"
 trak_note = sup.baselines_available()
 result = sup.load_cost(s, run.name, version)
 
@@ -57,7 +57,7 @@ if go:
         )
         sup.save_cost(s, run.name, version, result)
     except AttrcoreError as err:
-        st.error(str(err))
+        st.error(sup.error_text(err))
         st.stop()
     except Exception as err:  # a third-party library (traker) failing: still no traceback
         st.error(f"The measurement failed: {type(err).__name__}: {err}")

@@ -94,7 +94,7 @@ if not known:
         try:
             sup.lds_truth(sh.store(), run, version, settings, progress=sup.ProgressAdapter(show))
         except (CancelledError, AttrcoreError) as err:
-            st.error(str(err))
+            st.error(sup.error_text(err))
         else:
             st.rerun()
     sh.explain("What is LDS?", LDS_TEXT)
@@ -167,7 +167,7 @@ if sum(len(v[0]) for v in own_series.values()) > 1:
             log_x=False,
             ceiling=ceil,
             title="LDS against K: your runs",
-            x_labels={x: ("full" if x == sup.horizon_x("full") else str(int(x))) for x in xs},
+            x_labels={x: sup.horizon_tick(x) for x in xs},
         ),
         "eval_own_curve",
     )
@@ -204,7 +204,7 @@ else:
                 log_x=True,
                 ceiling=bceil,
                 title="LDS against K",
-                x_labels={x: ("full" if x == sup.horizon_x("full") else str(int(x))) for x in xs if x > 0},
+                x_labels={x: sup.horizon_tick(x) for x in xs if x > 0},
             ),
             "eval_bench_k",
         )
@@ -286,7 +286,7 @@ if not sup.truth_known(sh.store(), sup.LOO_DONE_KIND, loo, run.name, version):
                 ),
             )
         except (CancelledError, AttrcoreError) as err:
-            st.error(str(err))
+            st.error(sup.error_text(err))
         else:
             st.rerun()
 else:

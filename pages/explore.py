@@ -33,7 +33,7 @@ measure = st.sidebar.selectbox(
     "minus log-sum-exp of the others). loss: the cross-entropy.",
 )
 k = st.sidebar.slider("k (examples of each sign)", 3, 24, 8, key="explore_k")
-per_example = run.config.get("sources", {}).get("kind", "example") == "example"
+per_example = run.sources_kind == "example"
 
 S = sh.scores(H, run.name, version, measure)  # [n_test, m], computed once per run
 P = sh.predictions(H, run.name, version)  # [n_test, C]
@@ -42,7 +42,7 @@ names = ds.class_names
 sim = run.simulation
 st.caption(
     f"Run **{run.name}** · {ds.name} ({sh.KIND_WORDS.get(ds.kind, ds.kind)}) · {run.simulation.scheme} "
-    f"K={sim.horizon_label} · {run.n_sources} sources ({run.config['sources']['kind']}) · "
+    f"K={sim.horizon_label} · {run.n_sources} sources ({run.sources_kind}) · "
     f"test accuracy {run.metrics.get('test_accuracy', float('nan')):.1%}"
 )
 
@@ -429,7 +429,7 @@ with tab_cf:
                 sh.store(), run, version, q, chosen_cf, row, measure, progress=sup.ProgressAdapter(show)
             )
         except (CancelledError, AttrcoreError) as err:
-            st.error(str(err))
+            st.error(sup.error_text(err))
         else:
             c1, c2 = st.columns([1, 1])
             with c1:

@@ -8,7 +8,9 @@ import streamlit as st
 
 from attrcore import AttrcoreError, CancelledError, SimulationConfig, TrainConfig, plots
 from attrcore import app as sup
+from attrcore.config import Horizon
 from attrcore.data import BUILTIN_DATASETS, describe_builtin, uploads
+from attrcore.engine import ACTIVATIONS
 from pages import _shared as sh
 
 sh.require_router(__file__)
@@ -63,7 +65,7 @@ with data_col:
                     )
                     group_column = None if g == NONE else g
             except AttrcoreError as err:
-                st.error(str(err))
+                st.error(sup.error_text(err))
                 path = None
     else:
         st.caption(describe_builtin(source))
@@ -100,7 +102,7 @@ with data_col:
         try:
             dataset = sh.load_data(json.dumps(data_choice.kwargs(), sort_keys=True))
         except AttrcoreError as err:
-            st.error(str(err))
+            st.error(sup.error_text(err))
     if dataset is not None:
         st.markdown(
             f"**{dataset.name}**: {dataset.n_train} training and {dataset.n_test} test examples, "
@@ -145,46 +147,67 @@ with model_col:
     hidden_text = c1.text_input(
         "hidden layer widths", "128", key="train_hidden", help="e.g. '128' or '64, 32'; 'none' for logistic regression"
     )
-    activation = c2.selectbox("activation", ["relu", "tanh", "gelu"], key="train_activation")
+    activation = c2.selectbox("activation", list(ACTIVATIONS), key="train_activation")
+    # labels, defaults, choices and help come from the option definitions (attrcore.config)
     c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input("epochs", 1, 1000, 20, key="train_epochs")
-    lr = c2.number_input("learning rate", 0.0001, 10.0, 0.1, step=0.01, format="%.4f", key="train_lr")
-    batch_size = c3.number_input("batch size", 1, 4096, 64, key="train_batch")
+    epochs = c1.number_input(**sup.widget_args(TrainConfig, "epochs"), min_value=1, max_value=1000, key="train_epochs")
+    lr = c2.number_input(
+        **sup.widget_args(TrainConfig, "lr"), min_value=0.0001, max_value=10.0, step=0.01, format="%.4f", key="train_lr"
+    )
+    batch_size = c3.number_input(
+        **sup.widget_args(TrainConfig, "batch_size"), min_value=1, max_value=4096, key="train_batch"
+    )
     c1, c2, c3 = st.columns(3)
-    momentum = c1.number_input("momentum", 0.0, 0.99, 0.0, step=0.1, key="train_momentum")
-    weight_decay = c2.number_input("weight decay", 0.0, 1.0, 1e-4, step=1e-4, format="%.5f", key="train_wd")
-    schedule = c3.selectbox("LR schedule", ["constant", "step", "cosine"], key="train_schedule")
-    seed = st.number_input("training seed (initialisation and batch order)", 0, 2**31, 0, key="train_seed")
+    momentum = c1.number_input(
+        **sup.widget_args(TrainConfig, "momentum"), min_value=0.0, max_value=0.99, step=0.1, key="train_momentum"
+    )
+    weight_decay = c2.number_input(
+        **sup.widget_args(TrainConfig, "weight_decay"), min_value=0.0, max_value=1.0, step=1e-4, format="%.5f",
+        key="train_wd",
+    )
+    schedule = c3.selectbox(**sup.widget_args(TrainConfig, "lr_schedule"), key="train_schedule")
+    seed = st.number_input(**sup.widget_args(TrainConfig, "seed"), min_value=0, max_value=2**31, key="train_seed")
 
     st.subheader("3 · Simulation and sources")
     scheme = st.radio(
-        "scheme",
-        ["trajectory", "stationary", "none"],
+        **sup.widget_args(
+            SimulationConfig,
+            "scheme",
+            help="trajectory: follow the real SGD run; stationary: influence-function target at "
+            "the end; none: train only (cannot attribute).",
+        ),
         horizontal=True,
         key="train_scheme",
-        help="trajectory: follow the real SGD run; stationary: influence-function target at "
-        "the end; none: train only (cannot attribute).",
     )
     horizon = None
-    damping = 0.01
+    damping = SimulationConfig().damping
     if scheme == "trajectory":
         c1, c2 = st.columns(2)
         full = c1.checkbox("full horizon (exact, slowest)", False, key="train_full")
         if not full:
+            # the page starts at K = 16 (quick to train), not at the library's full horizon
             horizon = int(
-                c2.number_input("horizon K (steps each contribution is followed)", 0, 100000, 16, key="train_horizon")
+                c2.number_input(
+                    f"horizon K ({Horizon.meaning('trajectory')})", 0, 100000, 16, key="train_horizon",
+                    help=sup.widget_args(SimulationConfig, "horizon")["help"],
+                )
             )
     elif scheme == "stationary":
         c1, c2 = st.columns(2)
-        horizon = int(c1.number_input("Neumann steps K", 1, 100000, 100, key="train_stat_k"))
-        damping = float(c2.number_input("damping", 0.0, 10.0, 0.01, step=0.01, key="train_damping"))
-    curvature = "hessian"
+        horizon = int(c1.number_input(f"K ({Horizon.meaning('stationary')})", 1, 100000, 100, key="train_stat_k"))
+        damping = float(
+            c2.number_input(
+                **sup.widget_args(SimulationConfig, "damping"), min_value=0.0, max_value=10.0, step=0.01,
+                key="train_damping",
+            )
+        )
+    curvature = SimulationConfig().curvature
     if scheme != "none":
         curvature = st.selectbox(
-            "curvature",
-            ["hessian", "gauss-newton"],
+            **sup.widget_args(
+                SimulationConfig, "curvature", help="Gauss-Newton is positive semi-definite and a little cheaper."
+            ),
             key="train_curvature",
-            help="Gauss-Newton is positive semi-definite and a little cheaper.",
         )
     has_groups = dataset is not None and dataset.train_groups is not None
     kinds = ["example", "class", "group"] if has_groups else ["example", "class"]
@@ -260,7 +283,7 @@ else:
             overwrite=overwrite,
         )
     except AttrcoreError as err:
-        errors.append(str(err))
+        errors.append(sup.error_text(err))
 for e in errors:
     st.error(e)
 
@@ -289,9 +312,9 @@ if st.button(
     try:
         run = request.fit_and_save(sh.store(), progress=sup.ProgressAdapter(show))
     except CancelledError as err:
-        st.warning(str(err))
+        st.warning(sup.error_text(err))
     except AttrcoreError as err:
-        st.error(str(err))
+        st.error(sup.error_text(err))
     else:
         st.session_state["run"] = request.name
         st.session_state["train_done"] = {

@@ -35,6 +35,7 @@ from .evaluation import (
     bench_curves,
     bench_docs,
     evaluation_available,
+    horizon_tick,
     horizon_x,
     lds_summary,
     lds_truth,
@@ -59,13 +60,16 @@ from .explore import (
 from .runs import attributable_runs, comparable_runs, run_version, same_training, store_version
 from .training import (
     DEMO_RUN,
+    OPTION_LABELS,
     DataChoice,
     ProgressAdapter,
     TrainRequest,
     default_run_name,
     demo_request,
+    error_text,
     parse_hidden,
     stage_text,
+    widget_args,
 )
 
 __all__ = [
@@ -79,6 +83,7 @@ __all__ = [
     "LDS_DONE_KIND",
     "LOOSettings",
     "LOO_DONE_KIND",
+    "OPTION_LABELS",
     "ProgressAdapter",
     "SCORES_KIND",
     "TrainRequest",
@@ -94,8 +99,10 @@ __all__ = [
     "decision_grid",
     "default_run_name",
     "demo_request",
+    "error_text",
     "evaluation_available",
     "group_responses",
+    "horizon_tick",
     "horizon_x",
     "lds_summary",
     "lds_truth",
@@ -120,4 +127,5 @@ __all__ = [
     "subset_predictions",
     "top_k",
     "truth_known",
+    "widget_args",
 ]

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
+import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 
+from ..data.sources import Sources
 from ..errors import ConfigError
+from ..methods import registry
+from ..methods.pipeline import attribute
+from ..methods.registry import METHODS
 from ..run import TrainedRun
 from ..store.runstore import RunStore
 
@@ -17,22 +24,18 @@ BASELINE_KIND = "app-baseline"
 
 # ----------------------------------------------------------------------------- baselines
 
+# the baseline methods of the registry, with the labels the pages show (the app's TRAK
+# uses one model unless asked for more)
 BASELINES: dict[str, str] = {
-    "trak": "TRAK (1 model)",
-    "if-explicit": "Influence function (last layer)",
-    "if-cg": "Influence function (CG, whole network)",
-    "tracin": "TracIn",
-    "grad-dot": "Gradient dot product",
-    "random": "Random (control)",
+    name: METHODS[name].label + (" (1 model)" if name == "trak" else "") for name in registry.BASELINES
 }
 
 
 def baselines_available() -> str | None:
-    """None when :mod:`attrcore.methods` can be used, else why not (a readable note)."""
-    try:
-        from ..methods import registry  # noqa: F401  (import check only)
-    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        return f"the baseline methods are not available yet ({type(err).__name__}: {err})."
+    """None when the baseline methods can run, else why not (a readable note): TRAK needs
+    the optional ``traker`` package."""
+    if importlib.util.find_spec("trak") is None:
+        return "the baseline methods need the 'traker' package (pip install -r requirements.txt)."
     return None
 
 
@@ -58,15 +61,10 @@ def baseline_scores(
     """Scores ``[n_test, m]`` of a baseline method for the run's test queries, on the same
     sources; stored as an artifact. TRAK uses ``models`` independently trained models (the
     run's own model and ``models − 1`` more seeds); TracIn retrains once with checkpoints."""
-    import warnings
-    from types import SimpleNamespace
 
-    from ..data.sources import Sources
-    from ..engine.train import train
-    from ..methods import registry as bl
 
-    if method not in bl.METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(bl.METHODS)}.")
+    if method not in BASELINES:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}.")
     ds = run.dataset
     opts = _baseline_options(method, ds.n_train, models, proj_dim)
     key = {
@@ -81,40 +79,19 @@ def baseline_scores(
     found = store.get_artifact(BASELINE_KIND, key)
     if found is not None:
         return found.arrays["scores"]
-    cfg = run.train_config
     t0 = time.perf_counter()
     own = SimpleNamespace(theta=run.theta, checkpoints={}, checkpoint_lrs={})
-    if method == "tracin":
-        outs = [
-            train(
-                run.mlp,
-                ds.X_train,
-                ds.y_train,
-                cfg,
-                checkpoint_epochs=bl.tracin_checkpoint_epochs(cfg.epochs),
-                progress=progress,
-            )
-        ]
-    elif method == "trak" and models > 1:
-        from dataclasses import replace
-
-        outs = [own] + [
-            train(run.mlp, ds.X_train, ds.y_train, replace(cfg, seed=cfg.seed + i), progress=progress)
-            for i in range(1, int(models))
-        ]
-    else:
-        outs = [own]
     sources = None
-    if run.config.get("sources", {}).get("kind", "example") != "example":
-        sources = Sources(run.config["sources"]["kind"], run.source_index, run.source_names)
+    if run.sources_kind != "example":
+        sources = Sources(run.sources_kind, run.source_index, run.source_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TRAK's automatic ridge warning: recorded in meta
-        attributor = bl.make_baseline(method, run.mlp, outs, cfg, measure=measure, **opts)
-        attributor.fit(ds.X_train, ds.y_train, sources=sources)
-        scores = attributor.score(ds.X_test, ds.y_test).numpy().astype(np.float32)
-    if hasattr(attributor, "close"):
-        attributor.close()
-    meta = {"seconds": time.perf_counter() - t0, **attributor.timings, "state_bytes": int(attributor.state_bytes())}
+        result = attribute(
+            method, run.mlp, ds.X_train, ds.y_train, ds.X_test, ds.y_test, run.train_config,
+            sources=sources, models=models, measure=measure, options=opts, trained=[own], progress=progress,
+        )
+    scores = result.scores.numpy().astype(np.float32)
+    meta = {"seconds": time.perf_counter() - t0, **result.timings, "state_bytes": result.state_bytes}
     store.put_artifact(BASELINE_KIND, key, {"scores": scores}, meta=meta)
     return scores
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from ..engine.compress import CompressedResponses
+from ..engine.tangents import Tangents
 from ..errors import ConfigError, DataError
+from ..methods import registry as bl
 from ..run import TrainedRun
 from ..store.runstore import RunStore
 from .baselines import _baseline_options, baselines_available
@@ -26,7 +31,6 @@ COST_KIND = "app-cost"
 def group_responses(run: TrainedRun, index: np.ndarray, names: Sequence[str]) -> TrainedRun:
     """A copy of a per-example run whose sources are groups: by linearity of the response
     in the source weights, a group's response is the sum of its members' responses."""
-    from ..engine.tangents import Tangents
 
     if run.responses is None:
         raise ConfigError("this run has no simulated responses to group.")
@@ -39,14 +43,13 @@ def group_responses(run: TrainedRun, index: np.ndarray, names: Sequence[str]) ->
         out = torch.zeros((m, *t.shape[1:]), dtype=t.dtype)
         return out.index_add_(0, idx, t)
 
-    from ..engine.compress import CompressedResponses
-
     if isinstance(run.responses, CompressedResponses):  # Δ ≈ C Qᵀ: sum the coefficient rows
         grouped = CompressedResponses(run.responses.Q, summed(run.responses.C), dict(run.responses.info))
     else:
         grouped = Tangents([summed(W) for W in run.responses.W], [summed(b) for b in run.responses.b])
     return TrainedRun(
-        config=run.config,
+        spec=run.spec,
+        recorded=run.recorded,
         mlp=run.mlp,
         theta=run.theta,
         responses=grouped,
@@ -98,7 +101,6 @@ def measure_cost(
     (memory per source) and ``<method>_sources`` for methods ``forward``, ``grouped`` and
     ``trak``.
     """
-    import warnings
 
     ds = run.dataset
     X, y = ds.X_test, ds.y_test
@@ -124,15 +126,11 @@ def measure_cost(
         "grouped_sources": grouped.n_sources,
     }
     if with_trak and baselines_available() is None:
-        from types import SimpleNamespace
-
-        from ..methods import registry as bl
-
         say("TRAK (1 model): featurizing the training set", 0.6)
         own = SimpleNamespace(theta=run.theta, checkpoints={}, checkpoint_lrs={})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trak = bl.make_baseline(
+            trak = bl.make_method(
                 "trak", run.mlp, [own], run.train_config, **_baseline_options("trak", ds.n_train, 1, None)
             )
             trak.fit(ds.X_train, ds.y_train, sources=_run_sources(run))

@@ -4,6 +4,8 @@ and the committed benchmark reports as curves.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -11,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Horizon
+from ..data.sources import Sources
+from ..evaluation.ground_truth import lds_ground_truth, loo_ground_truth
+from ..evaluation.metrics import summarize
 from ..run import TrainedRun
 from ..store.runstore import RunStore
 
@@ -21,11 +27,10 @@ LOO_DONE_KIND = "app-loo"
 
 
 def evaluation_available() -> str | None:
-    """None when :mod:`attrcore.evaluation` can be used, else why not."""
-    try:
-        from ..evaluation.ground_truth import lds_ground_truth, loo_ground_truth  # noqa: F401  (import check only)
-    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        return f"ground truth by retraining is not available yet ({type(err).__name__}: {err})."
+    """None when ground truth by retraining can run here, else why not: it runs the
+    retrainings through the ``joblib`` package."""
+    if importlib.util.find_spec("joblib") is None:
+        return "ground truth by retraining needs the 'joblib' package (pip install -r requirements.txt)."
     return None
 
 
@@ -66,11 +71,9 @@ class LOOSettings:
 
 
 def _run_sources(run: TrainedRun):
-    from ..data.sources import Sources
-
-    if run.config.get("sources", {}).get("kind", "example") == "example":
+    if run.sources_kind == "example":
         return None
-    return Sources(run.config["sources"]["kind"], run.source_index, run.source_names)
+    return Sources(run.sources_kind, run.source_index, run.source_names)
 
 
 def _queries(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +85,6 @@ def _queries(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
 def lds_truth(store: RunStore, run: TrainedRun, version: str, settings: LDSSettings, progress: Callable | None = None):
     """LDS ground truth (:func:`attrcore.evaluation.ground_truth.lds_ground_truth`) for the run's model and
     training config; finished retrainings are stored and reused, so it resumes."""
-    from ..evaluation.ground_truth import lds_ground_truth
 
     gt = lds_ground_truth(
         run.dataset,
@@ -108,7 +110,6 @@ def lds_truth(store: RunStore, run: TrainedRun, version: str, settings: LDSSetti
 def loo_truth(store: RunStore, run: TrainedRun, version: str, settings: LOOSettings, progress: Callable | None = None):
     """Leave-one-out ground truth (weight-zero protocol) for ``settings.n_sources`` sources
     drawn with a fixed seed."""
-    from ..evaluation.ground_truth import loo_ground_truth
 
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(run.n_sources, size=min(settings.n_sources, run.n_sources), replace=False))
@@ -140,7 +141,6 @@ def truth_known(store: RunStore, kind: str, settings, run_name: str, version: st
 
 def lds_summary(gt, scores: dict[str, np.ndarray]) -> list[dict]:
     """One row per method: mean LDS, its standard error and the per-query values."""
-    from ..evaluation.metrics import summarize
 
     Q = gt.outputs.shape[1]
     rows = []
@@ -157,13 +157,18 @@ def subset_predictions(gt, row: np.ndarray) -> np.ndarray:
 
 
 def horizon_x(label) -> float:
-    """A plotting position for a horizon label (``'full'`` goes to the right of any K)."""
-    return 4096.0 if label in (None, "full") else float(label)
+    """A plotting position for a horizon in any written form (``'full'`` goes to the right of
+    any K): :meth:`attrcore.config.Horizon.plot_x`."""
+    return Horizon.parse(label).plot_x()
+
+
+def horizon_tick(x: float) -> str:
+    """The tick label of a plotting position from :func:`horizon_x`."""
+    return "full" if x == Horizon.PLOT_FULL else str(int(x))
 
 
 def bench_docs(folder: str | os.PathLike) -> list[dict]:
     """Benchmark reports (``<folder>/*.json`` written by :mod:`attrcore.evaluation.bench`)."""
-    import json
 
     out = []
     for path in sorted(Path(folder).glob("*.json")):

@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
+from ..engine.measures import measure as measure_fn
+from ..engine.train import train
 from ..errors import DataError
 from ..run import TrainedRun
 from ..store.runstore import RunStore
@@ -34,7 +37,6 @@ def measurements(
     run: TrainedRun, X: np.ndarray, y: np.ndarray | None, measure: str = "margin", theta: torch.Tensor | None = None
 ) -> np.ndarray:
     """The measurement f(z_q; θ) per query ``[Q]`` (θ defaults to the run's parameters)."""
-    from ..engine.measures import measure as measure_fn
 
     theta = run.theta if theta is None else theta
     Xt = torch.as_tensor(np.asarray(X)).to(theta.dtype)
@@ -80,8 +82,6 @@ def decision_grid(
 
 
 def _row_ranks(S: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
     return rankdata(S, axis=1)
 
 
@@ -142,7 +142,6 @@ def removal_weights(run: TrainedRun, sources: Sequence[int]) -> np.ndarray:
 def retrain(run: TrainedRun, weights: np.ndarray, progress: Callable | None = None) -> torch.Tensor:
     """Retrain the run's model from the same seed and batch order with example ``weights``
     (no simulation); returns the final parameters ``[p]``."""
-    from ..engine.train import train
 
     ds = run.dataset
     out = train(run.mlp, ds.X_train, ds.y_train, run.train_config, sim=None, weights=weights, progress=progress)

@@ -8,14 +8,48 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import SimulationConfig, TrainConfig, fingerprint
+from ..config import SimulationConfig, TrainConfig, fingerprint, options, parse_hidden  # noqa: F401  (parse_hidden: for the page)
 from ..data.datasets import BUILTIN_DATASETS, Dataset, load_dataset
 from ..engine.train import Progress
-from ..errors import ConfigError
+from ..errors import AttrcoreError, ConfigError
 from ..run import TrainedRun, fit
 from ..store.runstore import RunStore
 
 DEMO_RUN = "digits-demo"
+
+
+# ----------------------------------------------------------------------------- options
+
+# what the pages call the options that are not config fields
+_EXTRA_LABELS = {
+    "hidden": "hidden layer widths",
+    "models": "number of models",
+    "overwrite": "overwrite if it exists",
+    "sources": "sources",
+    "measure": "measurement",
+    "target_class": "target class",
+}
+OPTION_LABELS: dict[str, str] = {
+    o.name: o.label for cls in (TrainConfig, SimulationConfig) for o in options(cls).values()
+} | _EXTRA_LABELS
+
+
+def error_text(err: AttrcoreError) -> str:
+    """An error's message in the page's words: each option named by its widget label."""
+    return err.render(OPTION_LABELS)
+
+
+def widget_args(cls, name: str, **overrides) -> dict:
+    """``label``, ``value`` (the default) and ``help`` of option ``name`` of config class
+    ``cls`` for a Streamlit widget (``options=`` too when it has choices); ``overrides``
+    replace any of them (e.g. a page's own starting value)."""
+    o = options(cls)[name]
+    out = {"label": o.label, "help": o.help}
+    if o.choices:
+        out["options"] = list(o.choices)
+    else:
+        out["value"] = o.default
+    return out | overrides
 
 
 # ----------------------------------------------------------------------------- data
@@ -39,22 +73,6 @@ class DataChoice:
 
     def load(self) -> Dataset:
         return load_dataset(**self.kwargs())
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"128, 64"`` → ``(128, 64)``; empty or ``"none"`` → ``()`` (logistic regression)."""
-    parts = [p for p in re.split(r"[\s,;x]+", str(text).strip()) if p]
-    if not parts or [p.lower() for p in parts] == ["none"]:
-        return ()
-    out = []
-    for p in parts:
-        if not p.isdigit() or not 1 <= int(p) <= 4096:
-            raise ConfigError(
-                f"hidden layer widths are whole numbers from 1 to 4096 separated by commas, "
-                f"e.g. '128' or '64, 32' ('none' for logistic regression); got {p!r}."
-            )
-        out.append(int(p))
-    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- training

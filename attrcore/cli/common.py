@@ -9,25 +9,45 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..config import SimulationConfig, TrainConfig, options
+from ..data.datasets import load_dataset, load_queries
+from ..data.sources import SOURCE_KINDS
+from ..engine.measures import MEASURES
+from ..engine.model import ACTIVATIONS
+from ..engine.readout import READOUTS
+from ..store.runstore import RunStore
 
 DEFAULT_DATA = "digits"
 
 
-def _hidden(values: list[str]) -> tuple[int, ...]:
-    out: list[int] = []
-    for v in values:
-        for part in str(v).replace(",", " ").split():
-            if part.lower() in ("none", "0", "-"):
-                continue
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise ConfigError(
-                    f"--hidden takes layer widths such as '--hidden 128 64' (or 'none' for logistic "
-                    f"regression), got {part!r}."
-                ) from None
-    return tuple(out)
+def add_options(group, cls) -> None:
+    """One flag per :func:`~attrcore.config.option` field of config class ``cls``: its flag,
+    default, choices and help; the value lands in ``args.<option name>``. A field with a
+    custom parser (``type``, e.g. the horizon) arrives as text and is parsed by
+    :func:`config_from_args`, so its errors are readable one-liners, not usage errors."""
+    for o in options(cls).values():
+        if o.flag is None:
+            continue
+        if o.type is bool:
+            group.add_argument(o.flag, dest=o.name, action="store_true", help=o.help)
+            continue
+        kw = {"dest": o.name, "default": o.default, "help": o.help}
+        kw["type"] = o.type if o.type in (int, float, str) else str
+        if o.choices:
+            kw["choices"] = list(o.choices)
+        else:
+            kw["metavar"] = o.flag.lstrip("-").upper().replace("-", "_")
+        group.add_argument(o.flag, **kw)
+
+
+def config_from_args(cls, args):
+    """``cls`` built from the flags :func:`add_options` added (the others keep their defaults)."""
+    kwargs = {}
+    for o in options(cls).values():
+        if o.flag is not None and hasattr(args, o.name):
+            value = getattr(args, o.name)
+            kwargs[o.name] = value if o.type in (int, float, str, bool) else o.type(value)
+    return cls(**kwargs)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -48,34 +68,15 @@ def add_model_flags(p: argparse.ArgumentParser, title: str = "model and training
     g = p.add_argument_group(title)
     g.add_argument("--hidden", nargs="*", default=["128"],
                    help="hidden widths, e.g. 128 64; none = logistic regression")
-    g.add_argument("--activation", default="relu", choices=["relu", "tanh", "gelu"])
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--momentum", type=float, default=0.0)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-schedule", default="constant", choices=["constant", "step", "cosine"])
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    g.add_argument("--activation", default="relu", choices=list(ACTIVATIONS))
+    add_options(g, TrainConfig)
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
     s = p.add_argument_group("simulation")
-    s.add_argument("--scheme", default="trajectory", choices=["trajectory", "stationary", "none"])
-    s.add_argument("--horizon", default="full", help="K: an integer ≥ 0, or 'full' (trajectory)")
-    s.add_argument("--curvature", default="hessian", choices=["hessian", "gauss-newton"])
-    s.add_argument("--damping", type=float, default=0.01, help="stationary: λ added to the curvature")
-    s.add_argument("--step-size", type=float, help="stationary: Neumann step α (default 1/λ_max)")
-    s.add_argument("--curvature-batch", type=int, help="stationary: curvature mini-batch (default all data)")
-    s.add_argument("--sources", default="example", choices=["example", "class", "group"])
-    s.add_argument("--memory-budget", type=float, default=2048.0, help="MB of working memory for simulation")
-    s.add_argument("--response-dtype", choices=["float16", "float32", "float64"], help="storage precision of responses")
-    s.add_argument("--rank", default="auto",
-                   help="compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = "
-                        "rank 256 where it is ≥ 8× smaller than dense and m ≥ 1024, else dense")
-    s.add_argument("--power-iterations", type=int, default=1,
-                   help="compressed: power iterations of the range finder (default 1)")
+    add_options(s, SimulationConfig)
+    s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
     p.add_argument("--run", help="name to save the run under in the store")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
 
@@ -85,20 +86,39 @@ def add_score_flags(p: argparse.ArgumentParser, with_run: bool) -> None:
     if with_run:
         g.add_argument("--run", required=True, help="a saved run (see 'python -m attrcore runs')")
     g.add_argument("--test", help="queries: the run's dataset name (its test split, default) or an NPZ/CSV path")
-    g.add_argument("--measure", default="margin", choices=["margin", "loss", "logit", "prob"])
+    g.add_argument("--measure", default="margin", choices=list(MEASURES))
     g.add_argument("--target-class", type=int, help="class for --measure logit/prob (default: the true class)")
-    g.add_argument("--readout", default="jvp", choices=["jvp", "cd"])
+    g.add_argument("--readout", default="jvp", choices=list(READOUTS))
     g.add_argument("--out", help="write the [n_queries, n_sources] float32 matrix here (.npy)")
 
 
-def _store():
-    from ..store.runstore import RunStore
+# library options set by a flag of another name (the others: see option_flags)
+OPTION_FLAG_NAMES = {"models": "--ensemble", "source": "--train", "seed_split": "--split-seed",
+                     "sources": "--sources", "overwrite": "--overwrite"}
 
+
+def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Library option name → the flag that sets it, for rendering error messages: the
+    destination of every flag of every subcommand (generated flags store into the option's
+    own name) plus :data:`OPTION_FLAG_NAMES`."""
+    out: dict[str, str] = {}
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.option_strings:
+                out.setdefault(action.dest, max(action.option_strings, key=len))
+    return out | OPTION_FLAG_NAMES
+
+
+def _store():
     return RunStore()
 
 
 def _progress_bar(total: int, desc: str):
-    from tqdm import tqdm
+    from tqdm import tqdm  # the terminal progress bar only
 
     bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, disable=None)
 
@@ -116,8 +136,6 @@ def _progress_bar(total: int, desc: str):
 
 
 def _dataset(args):
-    from ..data.datasets import load_dataset
-
     return load_dataset(
         args.train, seed=args.split_seed, test_fraction=args.test_fraction, label_noise=args.label_noise,
         label_column=args.label_column, group_column=args.group_column,
@@ -126,24 +144,10 @@ def _dataset(args):
 
 
 def _configs(args):
-    from ..config import SimulationConfig, TrainConfig, parse_horizon
-
-    train_cfg = TrainConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
-        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype,
-    )
-    sim = SimulationConfig(
-        scheme=args.scheme, horizon=parse_horizon(args.horizon), curvature=args.curvature,
-        damping=args.damping, step_size=args.step_size, curvature_batch_size=args.curvature_batch,
-        memory_budget_mb=args.memory_budget, response_dtype=args.response_dtype,
-        rank=args.rank, power_iterations=args.power_iterations,
-    )
-    return train_cfg, sim
+    return config_from_args(TrainConfig, args), config_from_args(SimulationConfig, args)
 
 
 def _queries(run, test):
-    from ..data.datasets import load_queries
-
     return load_queries(test, run.dataset)
 
 

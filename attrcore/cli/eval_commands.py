@@ -17,22 +17,32 @@ baseline options to its ``attribute`` subcommand (run by
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..config import TrainConfig, parse_hidden
+from ..data.datasets import load_queries
+from ..data.sources import SOURCE_KINDS, make_sources
+from ..engine.measures import MEASURES
+from ..engine.model import MLPConfig
 from ..errors import ConfigError, ShapeError
+from ..evaluation.bench import TASKS, run_bench
+from ..evaluation.ground_truth import lds_ground_truth, loo_ground_truth
+from ..evaluation.metrics import summarize
+from ..methods.registry import IF_SOLVERS, METHODS
+from .common import _dataset, add_data_flags, add_model_flags, config_from_args
 
 # ------------------------------------------------------------------------------ flags
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model and training flags of ``train`` (same names and defaults)."""
-    from .common import add_model_flags
 
     add_model_flags(p, "model and training (must match the run that produced the scores)")
-    p.add_argument("--sources", default="example", choices=["example", "class", "group"],
+    p.add_argument("--sources", default="example", choices=list(SOURCE_KINDS),
                    help="what the score columns are (default: one per training example)")
 
 
@@ -45,7 +55,6 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add ``evaluate`` and ``bench`` to ``subparsers``, and baseline flags to ``attribute``."""
-    from .common import add_data_flags
 
     p = subparsers.add_parser(
         "evaluate", help="LDS (and LOO) of a score matrix against retrained models",
@@ -55,7 +64,7 @@ def register(subparsers) -> None:
     add_data_flags(p)
     p.add_argument("--test", help="queries: the dataset's test split (default) or an NPZ/CSV path")
     p.add_argument("--scores", required=True, metavar="SCORES.npy", help="float [n_queries, n_sources] matrix")
-    p.add_argument("--measure", default="margin", choices=["margin", "loss", "logit", "prob"])
+    p.add_argument("--measure", default="margin", choices=list(MEASURES))
     p.add_argument("--target-class", type=int, help="class for --measure logit/prob")
     _add_model_flags(p)
     g = p.add_argument_group("ground truth")
@@ -72,7 +81,6 @@ def register(subparsers) -> None:
     _add_engine_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
-    from ..evaluation.bench import TASKS
 
     p = subparsers.add_parser(
         "bench", help="run every method on a benchmark task and write benchmarks/<task>.{md,json}")
@@ -82,7 +90,7 @@ def register(subparsers) -> None:
     p.add_argument("--queries", type=int, help="use the first N test examples as queries (default: all)")
     p.add_argument("--epochs", type=int, help="override the task's number of epochs")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
-                   choices=["forward-only", "trak", "if-explicit", "if-cg", "tracin", "grad-dot", "random"],
+                   choices=list(METHODS),
                    help="only these methods")
     p.add_argument("--out", default="benchmarks", help="directory for the table and JSON (default benchmarks)")
     _add_engine_flags(p)
@@ -91,7 +99,7 @@ def register(subparsers) -> None:
     attribute = getattr(subparsers, "choices", {}).get("attribute")
     if attribute is not None:
         g = attribute.add_argument_group("baselines (--method other than forward-only)")
-        g.add_argument("--if-solver", default="explicit", choices=["explicit", "cg"],
+        g.add_argument("--if-solver", default="explicit", choices=list(IF_SOLVERS),
                        help="--method if: explicit Hessian of the last layer (default) or CG over the "
                             "whole network; --damping sets the damping")
         g.add_argument("--lambda-reg", type=float,
@@ -103,7 +111,7 @@ def register(subparsers) -> None:
 
 def _progress_bar():
     """A tqdm bar over retrained models, restarted at each stage (LDS, LOO, ...)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # the terminal progress bar only
 
     state: dict = {"bar": None, "stage": None}
 
@@ -130,12 +138,7 @@ def _progress_bar():
 
 
 def _train_config(args):
-    from ..config import TrainConfig
-
-    return TrainConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
-        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype,
-    )
+    return config_from_args(TrainConfig, args)
 
 
 def _load_scores(path: str) -> np.ndarray:
@@ -164,15 +167,6 @@ def _fmt(s: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    import json
-
-    from ..data.datasets import load_queries
-    from ..data.sources import make_sources
-    from ..engine.model import MLPConfig
-    from ..evaluation.ground_truth import lds_ground_truth, loo_ground_truth
-    from ..evaluation.metrics import summarize
-    from .common import _dataset, _hidden
-
     ds = _dataset(args)
     X_q, y_q = load_queries(args.test, ds)
     scores = _load_scores(args.scores)
@@ -183,7 +177,7 @@ def cmd_evaluate(args) -> int:
             f"sources ({args.sources}); score the same queries and training set (rows = queries, "
             "columns = sources in training-set order)."
         )
-    mcfg = MLPConfig(ds.n_features, ds.n_classes, _hidden(args.hidden), args.activation)
+    mcfg = MLPConfig(ds.n_features, ds.n_classes, parse_hidden(args.hidden), args.activation)
     cfg = _train_config(args)
     sources = None if args.sources == "example" else src
     common = {"queries": (X_q, y_q), "target_class": args.target_class, "sources": sources,
@@ -228,8 +222,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ..evaluation.bench import run_bench
-
     cb, close = _progress_bar()
     try:
         doc = run_bench(args.task, out_dir=args.out, quick=args.quick, n_subsets=args.subsets,

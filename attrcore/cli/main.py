@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from ..errors import AttrcoreError
-from .common import add_data_flags, add_score_flags, add_train_flags
+from ..methods.registry import ALIASES, METHODS
+from .common import add_data_flags, add_score_flags, add_train_flags, option_flags
 from .eval_commands import register as register_eval_commands
 from .mislabel_commands import register as register_mislabel_commands
 from .run_commands import cmd_attribute, cmd_delete, cmd_runs, cmd_score, cmd_show, cmd_train
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p)
     add_score_flags(p, with_run=False)
     p.add_argument("--method", default="forward-only",
-                   choices=["forward-only", "trak", "if", "tracin", "grad-dot", "random"])
+                   choices=[*METHODS, *ALIASES],
+                   help="forward-only (train + simulate, saved with --run) or a baseline; 'if' is the "
+                        "influence function with --if-solver")
     p.add_argument("--ensemble", type=int, default=1, help="TRAK: number of models")
     p.add_argument("--proj-dim", type=int, default=512, help="TRAK: projection dimension")
     p.set_defaults(func=cmd_attribute)
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except AttrcoreError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.render(option_flags(parser))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept.", file=sys.stderr)

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from ..config import parse_hidden
+from ..engine.measures import check_labels
 from ..errors import ConfigError
-from .common import _configs, _dataset, _hidden, _print_top, _progress_bar, _queries, _store
+from ..run import TrainedRun, fit
+from .attribute import cli_attribute
+from .common import _configs, _dataset, _print_top, _progress_bar, _queries, _store
 
 
 def cmd_train(args, keep: bool = False):
-    from ..run import fit
-
     store = _store()
     if args.run and store.exists(args.run) and not args.overwrite:
         raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
@@ -23,7 +27,7 @@ def cmd_train(args, keep: bool = False):
     train_cfg, sim = _configs(args)
     bar, cb = _progress_bar(train_cfg.epochs, "train")
     try:
-        run = fit(dataset, hidden=_hidden(args.hidden), activation=args.activation,
+        run = fit(dataset, hidden=parse_hidden(args.hidden), activation=args.activation,
                   train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb)
     finally:
         bar.close()
@@ -39,18 +43,10 @@ def cmd_train(args, keep: bool = False):
 
 
 def cmd_score(args, run=None):
-    import time
-
-    from ..run import TrainedRun
-
     if run is None:
         run = TrainedRun.load(_store(), args.run)
     X, y = _queries(run, args.test)
-    if y is None and args.measure in ("margin", "loss"):
-        raise ConfigError(
-            f"the queries have no labels, which --measure {args.measure} needs; add a label column/array "
-            "or use --measure logit/prob with --target-class."
-        )
+    check_labels(args.measure, y is not None, args.target_class)
     t0 = time.perf_counter()
     scores = run.score(X, y, measure=args.measure, readout=args.readout, target_class=args.target_class)
     dt = time.perf_counter() - t0
@@ -74,8 +70,6 @@ def cmd_score(args, run=None):
 def cmd_attribute(args):
     method = getattr(args, "method", "forward-only")
     if method != "forward-only":
-        from .attribute import cli_attribute
-
         return cli_attribute(args)
     run = cmd_train(args)
     return cmd_score(args, run=run)
@@ -86,15 +80,12 @@ def cmd_runs(args):
     if df.empty:
         print("no runs yet; train one with 'python -m attrcore train --train digits --run NAME'")
         return
-    import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(df.to_string(index=False))
 
 
 def cmd_show(args):
-    from ..run import TrainedRun
-
     run = TrainedRun.load(_store(), args.name)
     print(json.dumps({"config": run.config, "metrics": run.metrics, "timings": run.timings,
                       "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source(),

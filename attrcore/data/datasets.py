@@ -350,7 +350,7 @@ def _assemble(
 
 
 def _stratified_split(raw: _Raw, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # heavy import, only when splitting
 
     n, n_classes = len(raw.y), len(raw.class_names)
     counts = np.bincount(raw.y, minlength=n_classes)
@@ -440,7 +440,7 @@ def _flip_pairs(
 
 
 def _load_digits(seed: int) -> _Raw:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy import, only for this built-in
 
     bunch = load_digits()
     return _Raw(
@@ -455,7 +455,7 @@ def _load_digits(seed: int) -> _Raw:
 
 
 def _load_breast_cancer(seed: int) -> _Raw:
-    from sklearn.datasets import load_breast_cancer
+    from sklearn.datasets import load_breast_cancer  # heavy import, only for this built-in
 
     bunch = load_breast_cancer()
     return _Raw(
@@ -488,7 +488,7 @@ def _check_moons_options(n_samples: int | None, noise: float | None) -> tuple[in
 
 
 def _load_moons(seed: int, n_samples: int, noise: float) -> _Raw:
-    from sklearn.datasets import make_moons
+    from sklearn.datasets import make_moons  # heavy import, only for this built-in
 
     X, y = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
     return _Raw(

@@ -9,6 +9,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import DataError
 
 UPLOAD_SUFFIXES = (".csv", ".npz")
@@ -45,7 +47,6 @@ def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
 
 def csv_columns(path: str | os.PathLike) -> list[str]:
     """The header of a CSV file (for the label / group column pickers)."""
-    import pandas as pd
 
     try:
         return [str(c) for c in pd.read_csv(path, nrows=0).columns]

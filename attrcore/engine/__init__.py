@@ -23,13 +23,14 @@ Implementations:
 
 from .compress import CompressedResponses, compress_dense
 from .measures import MEASURES, measure
-from .model import MLP, MLPConfig
+from .model import ACTIVATIONS, MLP, MLPConfig
 from .readout import score
 from .tangents import Tangents
 from .train import Progress, ProgressFn, TrainOutput, train
 
 __all__ = [
     "CompressedResponses",
+    "ACTIVATIONS",
     "MEASURES",
     "MLP",
     "MLPConfig",

@@ -24,10 +24,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ..config import CURVATURES  # noqa: F401  (the curvature kinds, defined with the options)
 from .model import MLP, ForwardCache
 from .tangents import Tangents
-
-CURVATURES = ("hessian", "gauss-newton")
 
 
 def tangent_chunks(n_rows: int, bytes_per_row: int, budget_bytes: float) -> Iterator[slice]:

@@ -24,6 +24,21 @@ def _check(kind: str) -> None:
         raise ConfigError(f"unknown measurement {kind!r}; choose one of {', '.join(MEASURES)}.")
 
 
+def needs_labels(measure: str, target_class: int | None = None) -> bool:
+    """Whether measurement ``measure`` needs the queries' labels (margin and loss always;
+    logit and prob unless a target class is given)."""
+    return measure in ("margin", "loss") or target_class is None
+
+
+def check_labels(measure: str, has_labels: bool, target_class: int | None = None) -> None:
+    """The one check that the queries carry the labels ``measure`` needs."""
+    if not has_labels and needs_labels(measure, target_class):
+        raise ConfigError(
+            f"the {measure!r} measurement needs query labels; pass queries with labels (a label column / "
+            "array), or use `measure` logit or prob with a `target_class`."
+        )
+
+
 def _target(logits: Tensor, y: Tensor | None, target_class: int | None) -> Tensor:
     if target_class is not None:
         if not 0 <= target_class < logits.shape[-1]:
@@ -31,10 +46,7 @@ def _target(logits: Tensor, y: Tensor | None, target_class: int | None) -> Tenso
                 f"target class {target_class} is out of range; the model has classes 0..{logits.shape[-1] - 1}."
             )
         return torch.full(logits.shape[:-1], target_class, dtype=torch.long, device=logits.device)
-    if y is None:
-        raise ConfigError(
-            "this measurement needs query labels; provide labels (a y column / array) or a target class."
-        )
+    check_labels("logit", y is not None, target_class)
     return y.long().expand(logits.shape[:-1])
 
 

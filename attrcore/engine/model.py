@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 
 ACTIVATIONS = ("relu", "tanh", "gelu")
 
@@ -159,8 +159,6 @@ class MLP:
         ]
 
     def check_input(self, X: Tensor) -> None:
-        from ..errors import ShapeError
-
         if X.ndim != 2 or X.shape[1] != self.config.input_dim:
             raise ShapeError(
                 f"inputs have shape {tuple(X.shape)} but the model expects [n, {self.config.input_dim}]; "

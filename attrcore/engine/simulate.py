@@ -109,8 +109,8 @@ class FullTrajectory:
             raise ConfigError(
                 f"the full-horizon state needs {state / 2**20:.2f} MB ({n_sources} sources × "
                 f"{mlp.n_params} parameters), more than the memory budget of {budget_bytes / 2**20:.2f} MB; "
-                "raise --memory-budget, group the sources (--sources class or a group column), "
-                "or use a short horizon."
+                "raise the memory budget (`memory_budget_mb`), group the sources (`sources` class or a "
+                "group column), or use a short horizon."
             )
         self.U = Tangents.zeros(mlp, n_sources, dtype)
         self.V = Tangents.zeros(mlp, n_sources, dtype) if momentum else None
@@ -160,8 +160,8 @@ class ShortTrajectory:
         if state > budget_bytes:
             raise ConfigError(
                 f"horizon {horizon} keeps {ring} tangents alive ({state / 2**20:.2f} MB), more than the "
-                f"memory budget of {budget_bytes / 2**20:.2f} MB; use a smaller horizon, --horizon full, "
-                "or raise --memory-budget."
+                f"memory budget of {budget_bytes / 2**20:.2f} MB; use a smaller horizon, `horizon` full, "
+                "or raise the memory budget (`memory_budget_mb`)."
             )
         # where retired injections accumulate: the dense Δ, or a sketch of it (``sink``)
         self.Delta = Tangents.zeros(mlp, n_sources, dtype) if sink is None else sink
@@ -299,8 +299,8 @@ def stationary_response(
         if not Delta.isfinite() or (check and float(Delta.flat().norm()) > 10 * bound):
             raise DivergenceError(
                 f"the stationary (Neumann) iteration diverged at step {k + 1}; the curvature has "
-                "directions the damping does not cover: raise --damping, use --curvature gauss-newton, "
-                "or set a smaller --step-size."
+                "directions the damping does not cover: raise `damping`, use `curvature` gauss-newton, "
+                "or set a smaller `step_size`."
             )
         if progress is not None:
             progress(k + 1, K)

@@ -24,8 +24,10 @@ from torch import Tensor
 
 from ..config import SimulationConfig, TrainConfig
 from ..errors import CancelledError, ConfigError, DataError, DivergenceError, ShapeError
+from .compress import CompressedResponses, compress_dense, make_compressed_trajectory, resolve_rank
 from .curvature import make_curvature
 from .model import MLP
+from .simulate import make_trajectory, stationary_response
 
 
 @dataclass
@@ -209,20 +211,14 @@ def train(
     backend = sim.backend if sim is not None else "mlp"
     rank, rank_reason = None, "dense"  # compressed responses Δ ≈ C Qᵀ (compress.py) when rank is set
     if sim is not None and sim.scheme != "none":
-        from .compress import resolve_rank
-
         rank, rank_reason = resolve_rank(sim.rank, m, mlp.n_params)
     if sim is not None and sim.scheme == "trajectory":
-        from .simulate import make_trajectory
-
         if rank is None:
             trajectory = make_trajectory(
                 sim.horizon, total_steps, mlp=mlp, n_sources=m, lrs=lrs,
                 momentum=cfg.momentum, dtype=dtype, budget_bytes=budget, batch_size=cfg.batch_size,
             )
         else:
-            from .compress import make_compressed_trajectory
-
             replay = Replay(mlp, X, y, w, [idx for b in orders for idx in b], lrs, cfg, curvature, backend)
             trajectory = make_compressed_trajectory(replay, sim.horizon, src, m, rank, sim.power_iterations,
                                                     cfg.seed, budget)
@@ -292,8 +288,6 @@ def train(
         responses = trajectory.finalize()
         sim_seconds += time.perf_counter() - t0
     elif sim is not None and sim.scheme == "stationary":
-        from .simulate import stationary_response
-
         t0 = time.perf_counter()
 
         def report(k: int, K: int) -> None:
@@ -306,8 +300,6 @@ def train(
         extras["neumann_step_size"] = alpha
         sim_seconds = time.perf_counter() - t0
     if responses is not None:
-        from .compress import CompressedResponses, compress_dense
-
         if rank is not None and not isinstance(responses, CompressedResponses):
             t0 = time.perf_counter()
             responses = compress_dense(responses, rank, sim.power_iterations, cfg.seed)

@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -48,8 +49,9 @@ from ..config import PRESETS, SimulationConfig, TrainConfig
 from ..data.datasets import load_dataset
 from ..engine.model import MLP, MLPConfig
 from ..engine.train import Progress, ProgressFn, train
-from ..errors import ConfigError
-from ..methods.registry import make_baseline
+from ..errors import CancelledError, ConfigError
+from ..methods.pipeline import attribute
+from ..methods.registry import resolve_method
 from ..methods.tracin import tracin_checkpoint_epochs
 from .ground_truth import lds_ground_truth, loo_ground_truth
 from .metrics import summarize
@@ -181,15 +183,13 @@ def run_bench(
     for proto in lds_protocols:
         if proto not in ("fixed-seed", "random-seed"):
             raise ConfigError(f"unknown LDS protocol {proto!r}; use fixed-seed and/or random-seed.")
-    wanted = set(methods) if methods else None
+    wanted = {resolve_method(m) for m in methods} if methods else None
 
     def want(method: str) -> bool:
         return wanted is None or method in wanted
 
     def report(stage: str, done: int, total: int, **metrics) -> None:
         if progress is not None and progress(Progress(stage, done, total, metrics)) is False:
-            from ..errors import CancelledError
-
             raise CancelledError("the benchmark was cancelled; finished ground truth is stored.")
 
     t_start = time.perf_counter()
@@ -231,34 +231,29 @@ def run_bench(
         return row
 
     # ---- forward-only --------------------------------------------------------------------
-    from ..engine.readout import score as readout_score
-    from ..engine.tangents import Tangents
 
-    cache: dict[tuple, tuple] = {}  # (simulation, seed) -> scores, setup s, train s, bytes, s/query
+    simulated: dict[tuple, object] = {}  # (simulation, seed) -> TrainOutput, shared by rows
 
-    def one_model(sim: SimulationConfig, seed: int) -> tuple:
+    def simulated_model(sim: SimulationConfig, seed: int):
         key = (json.dumps(sim.to_dict(), sort_keys=True), seed)
-        if key not in cache:
-            out = train(mlp, X, y, replace(cfg, seed=seed), sim=sim)
-            stack = out.responses if not isinstance(out.responses, torch.Tensor) else Tangents.from_flat(
-                mlp, out.responses)  # dense [m, p], or compressed Δ ≈ C Qᵀ
-            readout_score(mlp, out.theta, stack, Xq_t[:2], yq_t[:2])  # warm-up
-            sc, sec = _timed(lambda: readout_score(mlp, out.theta, stack, Xq_t, yq_t))
-            sim_s = out.timings["simulate_seconds"]
-            # trajectory simulation runs inside the training loop, stationary after it
-            plain = out.timings["train_seconds"] - (sim_s if sim.scheme == "trajectory" else 0.0)
-            cache[key] = (sc, sim_s, plain, stack.nbytes(), sec / Q)
-        return cache[key]
+        if key not in simulated:
+            simulated[key] = train(mlp, X, y, replace(cfg, seed=seed), sim=sim)
+        return simulated[key]
 
     def forward_only(sim: SimulationConfig, seeds: list[int]) -> None:
-        parts = [one_model(sim, s) for s in seeds]
+        outs = [simulated_model(sim, s) for s in seeds]
+        r = attribute("forward-only", mlp, X, y, Xq, yq, cfg, models=len(seeds), simulation=sim,
+                      trained=outs, warmup=2)
+        # trajectory simulation runs inside the training loop, stationary after it
+        plain = sum(o.timings["train_seconds"] - (o.timings["simulate_seconds"] if sim.scheme == "trajectory"
+                                                  else 0.0) for o in outs)
         evaluate_row({
             "method": "forward-only", "scheme": sim.scheme, "horizon": sim.horizon_label,
             "models": len(seeds), "setting": f"{sim.scheme} K={sim.horizon_label}" + (
                 f", {len(seeds)} models" if len(seeds) > 1 else ""),
-            "setup_seconds": sum(p[1] for p in parts), "train_seconds": sum(p[2] for p in parts),
-            "seconds_per_query": sum(p[4] for p in parts), "state_mb": sum(p[3] for p in parts) / 2**20,
-        }, torch.stack([p[0] for p in parts]).mean(0))
+            "setup_seconds": r.timings["setup_seconds"], "train_seconds": plain,
+            "seconds_per_query": r.seconds_per_query, "state_mb": r.state_bytes / 2**20,
+        }, r.scores)
 
     settings: list[tuple[SimulationConfig, list[int]]] = []
     if want("forward-only"):
@@ -289,19 +284,13 @@ def run_bench(
                      .float().mean())
 
     def baseline(method: str, setting: str, models: int, **opts) -> None:
-        a = make_baseline(method, mlp, runs[:models], cfg, **opts)
-        a.fit(X, y)
-        a.score(Xq[:2], yq[:2])  # warm-up, excluded below
-        a.timings.update(score_seconds=0.0, n_queries=0)
-        sc = a.score(Xq, yq)
+        r = attribute(method, mlp, X, y, Xq, yq, cfg, models=models, options=opts, trained=runs[:models], warmup=2)
         evaluate_row({
             "method": method, "setting": setting, "models": models, "horizon": None,
-            "setup_seconds": a.timings["setup_seconds"], "train_seconds": float(sum(train_s[:models])),
-            "seconds_per_query": a.seconds_per_query, "state_mb": a.state_bytes() / 2**20,
-            "meta": {k: v for k, v in a.meta.items() if isinstance(v, (int, float, str)) or v is None},
-        }, sc)
-        if hasattr(a, "close"):
-            a.close()
+            "setup_seconds": r.timings["setup_seconds"], "train_seconds": float(sum(train_s[:models])),
+            "seconds_per_query": r.seconds_per_query, "state_mb": r.state_bytes / 2**20,
+            "meta": {k: v for k, v in r.meta.items() if isinstance(v, (int, float, str)) or v is None},
+        }, r.scores)
 
     done = len(settings)
     jobs = []
@@ -328,7 +317,6 @@ def run_bench(
         jobs.append(("random", "seed 0", 1, {}))
     for method, setting, models, opts in jobs:
         report("methods", done, total)
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the automatic TRAK ridge is recorded in meta

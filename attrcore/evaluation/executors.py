@@ -17,7 +17,7 @@ import torch
 from ..config import TrainConfig
 from ..engine.measures import measure as measure_fn
 from ..engine.model import MLP, MLPConfig
-from ..engine.train import Progress, ProgressFn
+from ..engine.train import Progress, ProgressFn, train
 from ..errors import CancelledError, ConfigError
 
 DASK_CONNECT_TIMEOUT = "20s"
@@ -43,7 +43,6 @@ def _train_and_measure(
     Runs with one torch thread (restored afterwards), so the result does not depend on
     where it runs. Returns ``f(z_q)`` for every query, float64 ``[Q]``.
     """
-    from ..engine.train import train  # local: keeps worker start-up light
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -146,7 +145,7 @@ def _execute(todo: list[_Unit], data: tuple, scheduler, n_jobs: int):
         for uid, u in enumerate(todo):
             yield _unit_task(uid, *data, u.spec)
         return
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed  # only the engine in use is imported
 
     parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     yield from parallel(delayed(_unit_task)(uid, *data, u.spec) for uid, u in enumerate(todo))

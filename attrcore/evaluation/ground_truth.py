@@ -36,10 +36,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.datasets import Dataset
-from ..engine.measures import MEASURES
+from ..engine.measures import MEASURES, check_labels
 from ..engine.model import MLPConfig
 from ..engine.train import ProgressFn
 from ..errors import ConfigError, ShapeError
+from ..store.runstore import RunStore
 from .executors import _run_units, _Unit
 from .metrics import Correlations, lds, loo_correlation, pearson, seed_ceiling
 
@@ -206,11 +207,7 @@ def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: i
             f"queries have shape {X_q.shape}; they need [n_queries, {dataset.n_features}] "
             "like the training data."
         )
-    if y_q is None and (measure in ("margin", "loss") or target_class is None):
-        raise ConfigError(
-            f"the {measure!r} measurement needs query labels; pass queries with labels, "
-            "or use measure='logit'/'prob' with a target class."
-        )
+    check_labels(measure, y_q is not None, target_class)
     if y_q is not None and y_q.shape != (len(X_q),):
         raise ShapeError(f"query labels have shape {y_q.shape}; pass one label per query ({len(X_q)}).")
     if sources is None:
@@ -241,8 +238,6 @@ def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: i
 
 def _resolve_store(store):
     if store is None:
-        from ..store.runstore import RunStore
-
         return RunStore()
     return store
 

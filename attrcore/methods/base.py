@@ -6,7 +6,7 @@ Interface: an :class:`Attributor` is built with what its method needs from train
 (timed as ``score_seconds``). Positive = up-weighting source j's loss weight raises the
 query measurement f(z_q) (a proponent), as everywhere in attrcore. Per-example scores are
 summed over each source's members (first-order effects add up).
-:func:`make_baseline` builds any of them from training outputs.
+:func:`~attrcore.methods.registry.make_method` builds any of them from training outputs.
 
 Implementations (``METHODS``):
 
@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..engine.measures import MEASURES, measure_dlogits
+from ..engine.measures import MEASURES, check_labels, measure_dlogits
 from ..engine.model import MLP
 from ..errors import ConfigError, ShapeError
 
@@ -221,11 +221,7 @@ class Attributor:
         X_q = _tensor(X_q, torch.float64, "the query inputs")
         self.mlp.check_input(X_q)
         y_q = None if y_q is None else _tensor(y_q, None, "the query labels").long()
-        if y_q is None and (self.measure in ("margin", "loss") or self.target_class is None):
-            raise ConfigError(
-                f"the {self.measure!r} measurement needs query labels; pass y_q, or use "
-                "measure='logit'/'prob' with a target class."
-            )
+        check_labels(self.measure, y_q is not None, self.target_class)
         if y_q is not None and y_q.shape != (X_q.shape[0],):
             raise ShapeError(f"query labels have shape {tuple(y_q.shape)}; pass one per query ({X_q.shape[0]}).")
         t0 = time.perf_counter()

@@ -126,7 +126,7 @@ class TRAK(Attributor):
             return self._score_traker(X_q, y_q)
 
     def _setup_traker(self, X, y, lam: float):
-        from trak import TRAKer
+        from trak import TRAKer  # optional heavy dependency (traker): only when TRAK is used
         from trak.projectors import BasicProjector, ProjectionType
 
         X32, n = X.to(torch.float32), X.shape[0]

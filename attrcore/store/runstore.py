@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 import random
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..config import fingerprint
 from ..errors import ConfigError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -101,11 +101,6 @@ def default_home() -> Path:
     """``$ATTRCORE_HOME`` if set, else ``~/.attrcore``."""
     env = os.environ.get("ATTRCORE_HOME")
     return Path(env).expanduser() if env else Path.home() / ".attrcore"
-
-
-def fingerprint(obj: object) -> str:
-    """Short sha256 of the canonical JSON of ``obj``; equals ``attrcore.config.fingerprint``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must never touch
@@ -760,7 +755,7 @@ def _check_name(name: object, what: str) -> str:
 
 def _exists_error(name: str) -> ConfigError:
     return ConfigError(
-        f"run {name!r} exists; pick another name or pass overwrite=True / --overwrite."
+        f"run {name!r} exists; pick another name or pass overwrite=True (`overwrite`)."
     )
 
 

@@ -245,8 +245,8 @@ def test_train_config_errors(kwargs, word):
     [
         ({"horizon": -1}, "horizon"),
         ({"horizon": "3"}, "horizon"),
-        ({"scheme": "stationary"}, "--horizon"),
-        ({"scheme": "stationary", "horizon": 0}, "--horizon"),
+        ({"scheme": "stationary"}, "`horizon`"),
+        ({"scheme": "stationary", "horizon": 0}, "`horizon`"),
         ({"scheme": "newton"}, "scheme"),
         ({"curvature": "fisher"}, "curvature"),
         ({"damping": -1.0}, "damping"),
@@ -273,7 +273,7 @@ def test_simulation_config_round_trip():
 @pytest.mark.parametrize("horizon", [None, 3])
 def test_memory_budget_too_small_is_a_config_error(tiny, horizon):
     sim = SimulationConfig(horizon=horizon, memory_budget_mb=1e-4)
-    with pytest.raises(ConfigError, match="--memory-budget"):
+    with pytest.raises(ConfigError, match="`memory_budget_mb`"):
         train(mlp_for(tiny), tiny.X, tiny.y, config(), sim)
 
 

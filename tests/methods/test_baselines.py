@@ -132,9 +132,9 @@ def test_grad_dot_and_tracin_formulas(tiny):
     mlp, out, cfg = tiny["mlp"], tiny["out"], tiny["cfg"]
     Gq = per_sample_grads(mlp, out.theta, tiny["Xq"], tiny["yq"], "margin")
     Gt = per_sample_grads(mlp, out.theta, tiny["X"], tiny["y"], "loss")
-    gd = B.make_baseline("grad-dot", mlp, [out], cfg).fit(tiny["X"], tiny["y"])
+    gd = B.make_method("grad-dot", mlp, [out], cfg).fit(tiny["X"], tiny["y"])
     assert_close(gd.score(tiny["Xq"], tiny["yq"]), (-(Gq @ Gt.T)).float())
-    tr = B.make_baseline("tracin", mlp, [out], cfg).fit(tiny["X"], tiny["y"])
+    tr = B.make_method("tracin", mlp, [out], cfg).fit(tiny["X"], tiny["y"])
     epochs = sorted(e for e in out.checkpoints if e < cfg.epochs)
     want = torch.zeros(len(tiny["Xq"]), len(tiny["X"]), dtype=torch.float64)
     for e in epochs:  # 5 checkpoints (0..4), each standing for one epoch at lr 0.1
@@ -148,7 +148,7 @@ def test_grad_dot_and_tracin_formulas(tiny):
 def test_tracin_needs_checkpoints(tiny):
     out = train(tiny["mlp"], tiny["X"], tiny["y"], tiny["cfg"])
     with pytest.raises(ConfigError, match="checkpoint"):
-        B.make_baseline("tracin", tiny["mlp"], [out], tiny["cfg"])
+        B.make_method("tracin", tiny["mlp"], [out], tiny["cfg"])
 
 
 # ------------------------------------------------------------------- sign convention
@@ -160,7 +160,7 @@ def test_a_duplicate_of_the_query_is_a_strong_proponent(tiny, method):
     mlp, out, cfg, X, y = tiny["mlp"], tiny["out"], tiny["cfg"], tiny["X"], tiny["y"]
     js = [3, 40, 77, 101, 130]
     opts = {"proj_dim": 64} if method == "trak" else {}
-    a = B.make_baseline(method, mlp, [out], cfg, **opts).fit(X, y)
+    a = B.make_method(method, mlp, [out], cfg, **opts).fit(X, y)
     s = a.score(X[js], y[js])
     for row, j in enumerate(js):
         assert s[row, j] > 0, f"{method}: duplicate {j} has score {float(s[row, j])}"
@@ -177,8 +177,8 @@ def test_random_is_seeded_and_shaped(tiny):
 
 def test_sources_sum_their_members(tiny):
     mlp, out, cfg, X, y = tiny["mlp"], tiny["out"], tiny["cfg"], tiny["X"], tiny["y"]
-    per_example = B.make_baseline("grad-dot", mlp, [out], cfg).fit(X, y).score(tiny["Xq"], tiny["yq"])
-    by_class = B.make_baseline("grad-dot", mlp, [out], cfg).fit(X, y, sources=y.numpy())
+    per_example = B.make_method("grad-dot", mlp, [out], cfg).fit(X, y).score(tiny["Xq"], tiny["yq"])
+    by_class = B.make_method("grad-dot", mlp, [out], cfg).fit(X, y, sources=y.numpy())
     s = by_class.score(tiny["Xq"], tiny["yq"])
     assert s.shape == (12, 10)
     want = torch.stack([per_example[:, y == c].sum(1) for c in range(10)], dim=1)
@@ -186,7 +186,7 @@ def test_sources_sum_their_members(tiny):
 
 
 def test_timings_and_errors(tiny):
-    a = B.make_baseline("grad-dot", tiny["mlp"], [tiny["out"]], tiny["cfg"])
+    a = B.make_method("grad-dot", tiny["mlp"], [tiny["out"]], tiny["cfg"])
     with pytest.raises(ConfigError, match="fit"):
         a.score(tiny["Xq"], tiny["yq"])
     a.fit(tiny["X"], tiny["y"])
@@ -198,7 +198,7 @@ def test_timings_and_errors(tiny):
     with pytest.raises(ShapeError):
         a.score(tiny["Xq"][:, :10], tiny["yq"])
     with pytest.raises(ConfigError, match="unknown baseline"):
-        B.make_baseline("datamodels", tiny["mlp"], [tiny["out"]], tiny["cfg"])
+        B.make_method("datamodels", tiny["mlp"], [tiny["out"]], tiny["cfg"])
 
 
 # ---------------------------------------------------------------------------- TRAK
@@ -207,7 +207,7 @@ def test_timings_and_errors(tiny):
 def test_trak_runs_on_cpu_with_an_ensemble(tiny):
     mlp, cfg = tiny["mlp"], tiny["cfg"]
     runs = B.train_ensemble(mlp, tiny["X"], tiny["y"], cfg, [0, 1])
-    a = B.make_baseline("trak", mlp, runs, cfg, proj_dim=32).fit(tiny["X"], tiny["y"])
+    a = B.make_method("trak", mlp, runs, cfg, proj_dim=32).fit(tiny["X"], tiny["y"])
     s1 = a.score(tiny["Xq"], tiny["yq"])
     s2 = a.score(tiny["Xq"][:4], tiny["yq"][:4])  # a second experiment on the same features
     assert s1.shape == (12, 150) and s1.dtype == torch.float32 and torch.isfinite(s1).all()
@@ -222,21 +222,21 @@ def test_trak_runs_on_cpu_with_an_ensemble(tiny):
 def test_trak_singular_kernel_guard(tiny):
     mlp, out, cfg, X, y = tiny["mlp"], tiny["out"], tiny["cfg"], tiny["X"], tiny["y"]
     with pytest.raises(ConfigError, match="singular"):
-        B.make_baseline("trak", mlp, [out], cfg, proj_dim=256, lambda_reg=0.0).fit(X, y)
+        B.make_method("trak", mlp, [out], cfg, proj_dim=256, lambda_reg=0.0).fit(X, y)
     with pytest.warns(UserWarning, match="ill-conditioned"):  # 100 ≥ 150 / 2: honoured, but warned
-        B.make_baseline("trak", mlp, [out], cfg, proj_dim=100, lambda_reg=0.0).fit(X, y)
-    a = B.make_baseline("trak", mlp, [out], cfg, proj_dim=256)
+        B.make_method("trak", mlp, [out], cfg, proj_dim=100, lambda_reg=0.0).fit(X, y)
+    a = B.make_method("trak", mlp, [out], cfg, proj_dim=256)
     with pytest.warns(UserWarning, match="ridge"):
         a.fit(X, y)
     s = a.score(tiny["Xq"], tiny["yq"])
     assert a.meta["lambda_reg"] > 0 and torch.isfinite(s).all()
     # a relative ridge is the kernel's mean eigenvalue times r, at any size
-    r1 = B.make_baseline("trak", mlp, [out], cfg, proj_dim=32, ridge=1.0).fit(X, y)
-    r2 = B.make_baseline("trak", mlp, [out], cfg, proj_dim=32, ridge=2.0).fit(X, y)
+    r1 = B.make_method("trak", mlp, [out], cfg, proj_dim=32, ridge=1.0).fit(X, y)
+    r2 = B.make_method("trak", mlp, [out], cfg, proj_dim=32, ridge=2.0).fit(X, y)
     assert r2.meta["lambda_reg"] == pytest.approx(2 * r1.meta["lambda_reg"])
     assert a.meta["lambda_reg"] == pytest.approx(methods_base.AUTO_RIDGE * r1.meta["lambda_reg"])
     with pytest.raises(ConfigError, match="not both"):
-        B.make_baseline("trak", mlp, [out], cfg, ridge=1.0, lambda_reg=1.0)
+        B.make_method("trak", mlp, [out], cfg, ridge=1.0, lambda_reg=1.0)
     # the ridge makes the scores those of a well-posed regression: duplicates still win
     js = [3, 40, 77]
     d = a.score(X[js], y[js])
@@ -270,4 +270,4 @@ def test_cli_attribute_with_baselines(tmp_path, monkeypatch, capsys):
 
 def test_trak_is_margin_only(tiny):
     with pytest.raises(ConfigError, match="margin"):
-        B.make_baseline("trak", tiny["mlp"], [tiny["out"]], tiny["cfg"], measure="loss")
+        B.make_method("trak", tiny["mlp"], [tiny["out"]], tiny["cfg"], measure="loss")

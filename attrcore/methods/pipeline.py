@@ -1,0 +1,131 @@
+"""One method end to end: train the models it needs, build it, fit, score.
+
+Interface: :func:`attribute` ``(method, mlp, X, y, X_q, y_q, train_config, ...) ->``
+:class:`Attribution`, and :func:`train_models` (the training part alone). The CLI
+(``attribute --method``), the app (baseline scores) and the benchmark (every row) all call
+:func:`attribute`; already trained models are passed as ``trained`` and reused when they
+have what the method needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from torch import Tensor
+
+from ..config import SimulationConfig, TrainConfig
+from ..engine.model import MLP
+from ..engine.train import ProgressFn, train
+from ..errors import ConfigError
+from .registry import METHODS, make_method, resolve_method
+from .tracin import tracin_checkpoint_epochs
+
+
+@dataclass
+class Attribution:
+    """What :func:`attribute` returns (the attributor itself is closed)."""
+
+    method: str
+    scores: Tensor  # [Q, m] float32, positive = proponent
+    runs: list  # the TrainOutput of every model used
+    timings: dict  # setup_seconds, score_seconds, n_queries (after the warm-up)
+    seconds_per_query: float
+    state_bytes: int
+    meta: dict = field(default_factory=dict)
+
+
+def _usable(method: str, run, first: bool) -> bool:
+    info = METHODS[method]
+    if info.needs_simulation and getattr(run, "responses", None) is None:
+        return False
+    return not (info.needs_checkpoints and first and not getattr(run, "checkpoints", None))
+
+
+def train_models(
+    method: str,
+    mlp: MLP,
+    X,
+    y,
+    train_config: TrainConfig,
+    *,
+    models: int = 1,
+    simulation: SimulationConfig | None = None,
+    sources=None,
+    trained: Sequence = (),
+    progress: ProgressFn | None = None,
+) -> list:
+    """The models ``method`` needs: ``models`` seeds ``seed, seed + 1, …`` for an ensemble
+    method (forward-only, TRAK), else one. Model i of ``trained`` is reused when it has
+    what the method needs (simulated responses, checkpoints); the others are trained."""
+    method = resolve_method(method)
+    info = METHODS[method]
+    if int(models) < 1:
+        raise ConfigError(f"the number of models (`models`) must be ≥ 1, got {models}.")
+    n = int(models) if info.ensemble else 1
+    out = []
+    for i in range(n):
+        if i < len(trained) and _usable(method, trained[i], i == 0):
+            out.append(trained[i])
+            continue
+        kwargs: dict = {}
+        if info.needs_simulation:
+            sim = simulation or SimulationConfig()
+            if sim.scheme == "none":
+                raise ConfigError("forward-only attribution needs a simulation scheme other than 'none'.")
+            kwargs["sim"] = sim
+            if sources is not None:
+                kwargs["source_index"] = np.asarray(getattr(sources, "index", sources))
+                kwargs["n_sources"] = getattr(sources, "m", None)
+        if info.needs_checkpoints and i == 0:
+            kwargs["checkpoint_epochs"] = tracin_checkpoint_epochs(train_config.epochs)
+        out.append(train(mlp, X, y, replace(train_config, seed=train_config.seed + i), progress=progress, **kwargs))
+    return out
+
+
+def attribute(
+    method: str,
+    mlp: MLP,
+    X,
+    y,
+    X_q,
+    y_q,
+    train_config: TrainConfig,
+    *,
+    sources=None,
+    models: int = 1,
+    simulation: SimulationConfig | None = None,
+    measure: str = "margin",
+    target_class: int | None = None,
+    options: dict | None = None,
+    trained: Sequence = (),
+    warmup: int = 0,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Scores ``[Q, m]`` of ``method`` for queries ``X_q`` on training data ``X``, ``y``.
+
+    Trains what :func:`train_models` says, builds the method (``options`` go to its
+    constructor), fits it on the training set and ``sources``, and scores. ``warmup > 0``
+    scores the first ``warmup`` queries once before the timed call (so one-off costs are
+    not counted per query).
+    """
+    method = resolve_method(method)
+    runs = train_models(method, mlp, X, y, train_config, models=models, simulation=simulation,
+                        sources=sources, trained=trained, progress=progress)
+    a = make_method(method, mlp, runs, train_config, measure=measure, target_class=target_class,
+                    **(options or {}))
+    try:
+        a.fit(X, y, sources=sources)
+        if warmup:
+            a.score(X_q[:warmup], None if y_q is None else y_q[:warmup])
+            a.timings.update(score_seconds=0.0, n_queries=0)
+        scores = a.score(X_q, y_q)
+        result = Attribution(
+            method=method, scores=scores, runs=runs, timings=dict(a.timings),
+            seconds_per_query=a.seconds_per_query, state_bytes=int(a.state_bytes()), meta=dict(a.meta),
+        )
+    finally:
+        if hasattr(a, "close"):
+            a.close()
+    return result
