@@ -6,6 +6,11 @@ same seed, data and config on the CPU), reports per-epoch progress, and, when a
 simulator or runs the stationary scheme at the end. The training trajectory never depends
 on the simulation: it only reads the step's activations.
 
+Simulation schemes plug in as a :class:`Simulator` (``step`` after every SGD step's
+gradient, ``finish`` after the last step); :func:`make_simulator` picks one per scheme and
+the base class is the no-op, so the loop itself has no scheme-specific branch. A new scheme
+is a new :class:`Simulator` subclass and one line in :func:`make_simulator`.
+
 The step (PyTorch SGD semantics, weight decay as an L2 term in the gradient)::
 
     g = (1/|B|) Σ_{i∈B} w_i ∇ℓ_i + λθ;   v ← μ v + g;   θ ← θ − η_t v
@@ -140,6 +145,160 @@ def _as_tensor(a, dtype, name: str) -> Tensor:
     return t.to(dtype) if dtype is not None else t
 
 
+# ----------------------------------------------------------------------------- simulators
+
+
+class Simulator:
+    """What the training loop asks of a simulation scheme; this base class is the no-op
+    (scheme ``none`` or no :class:`SimulationConfig`), so the loop never asks *whether* it
+    simulates.
+
+    ``curvature`` is the curvature kind of the step's curvature object (which the loop
+    builds for the gradient anyway and hands to :meth:`step`); ``seconds`` is the time
+    spent simulating.
+    """
+
+    curvature = "hessian"
+    response_dtype: str | None = None
+    rank: int | None = None  # compressed responses Δ ≈ C Qᵀ of this rank (None: dense)
+    rank_reason = "dense"
+    power_iterations = 1
+    seed = 0
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def step(self, t: int, curv, X_b: Tensor, y_b: Tensor, w_b: Tensor | None, idx: Tensor,
+             velocity: Tensor | None) -> None:
+        """Called after SGD step ``t``'s gradient, before the update (``curv`` is at θ_t,
+        ``velocity`` is v_t)."""
+
+    def finish(self, theta: Tensor, progress: ProgressFn | None) -> tuple[object | None, dict]:
+        """The responses (``Tangents``, compressed, or None) and extras, after the last step."""
+        return None, {}
+
+    def output(self, responses):
+        """The responses as :func:`train` returns them: dense ``[m, p]`` or compressed
+        (compressing dense ones when a rank is set), checked finite, in ``response_dtype``."""
+        if responses is None:
+            return None
+        if self.rank is not None and not isinstance(responses, CompressedResponses):
+            t0 = time.perf_counter()
+            responses = compress_dense(responses, self.rank, self.power_iterations, self.seed)
+            self.seconds += time.perf_counter() - t0
+        compressed = isinstance(responses, CompressedResponses)
+        if not compressed:
+            responses = responses.flat()
+        if not (responses.isfinite() if compressed else torch.isfinite(responses).all()):
+            raise DivergenceError(
+                "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
+            )
+        if self.response_dtype is not None:
+            responses = responses.to(getattr(torch, self.response_dtype))
+        if compressed:
+            responses.info["reason"] = self.rank_reason
+        return responses
+
+    def _compression(self, sim: SimulationConfig, cfg: TrainConfig, m: int, mlp: MLP) -> None:
+        self.response_dtype = sim.response_dtype
+        self.rank, self.rank_reason = resolve_rank(sim.rank, m, mlp.n_params)
+        self.power_iterations, self.seed = sim.power_iterations, cfg.seed
+
+
+class TrajectorySimulation(Simulator):
+    """``trajectory``: every step's injections propagated by the trajectory simulator (dense,
+    or, with a rank, the compressed one of :mod:`attrcore.engine.compress`, which records the
+    run to replay it)."""
+
+    def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
+                 w: Tensor | None, orders: list, src: Tensor, m: int, lrs: Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self._compression(sim, cfg, m, mlp)
+        self.curvature, self.backend = sim.curvature, sim.backend
+        self.mlp, self.cfg, self.src = mlp, cfg, src
+        budget = sim.memory_budget_mb * 2**20
+        if self.rank is None:
+            self.impl = make_trajectory(
+                sim.horizon, len(lrs), mlp=mlp, n_sources=m, lrs=lrs, momentum=cfg.momentum, dtype=dtype,
+                budget_bytes=budget, batch_size=cfg.batch_size,
+            )
+        else:
+            replay = Replay(mlp, X, y, w, [idx for b in orders for idx in b], lrs, cfg, self.curvature, self.backend)
+            self.impl = make_compressed_trajectory(replay, sim.horizon, src, m, self.rank, sim.power_iterations,
+                                                   cfg.seed, budget)
+
+    def step(self, t, curv, X_b, y_b, w_b, idx, velocity) -> None:
+        t0 = time.perf_counter()
+        if hasattr(self.impl, "record"):  # the compressed full horizon replays the run later
+            self.impl.record(t, curv.theta, velocity)
+        if self.backend != "mlp":  # the reference backend gets its own curvature object
+            curv = make_curvature(self.backend, self.mlp, curv.theta, X_b, y_b, weights=w_b,
+                                  weight_decay=self.cfg.weight_decay, curvature=self.curvature)
+        self.impl.step(t, curv, self.src[idx])
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self, theta, progress):
+        t0 = time.perf_counter()
+        responses = self.impl.finalize()
+        self.seconds += time.perf_counter() - t0
+        return responses, {}
+
+
+class StationarySimulation(Simulator):
+    """``stationary``: Neumann steps at the final parameters, after training."""
+
+    def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
+                 src: Tensor, m: int) -> None:
+        super().__init__()
+        self._compression(sim, cfg, m, mlp)
+        self.curvature = sim.curvature
+        self.sim, self.mlp, self.cfg, self.X, self.y, self.src, self.m = sim, mlp, cfg, X, y, src, m
+
+    def finish(self, theta, progress):
+        t0 = time.perf_counter()
+
+        def report(k: int, K: int) -> None:
+            if progress is not None and progress(Progress("stationary", k, K)) is False:
+                raise CancelledError("the simulation was cancelled; nothing was saved.")
+
+        responses, alpha = stationary_response(
+            self.mlp, theta, self.X, self.y, self.src, self.m, self.sim, self.cfg.weight_decay,
+            seed=self.cfg.seed, progress=report,
+        )
+        self.seconds = time.perf_counter() - t0
+        return responses, {"neumann_step_size": alpha}
+
+
+def _source_ids(source_index, n_sources: int | None, n: int) -> tuple[Tensor, int]:
+    """``(source id per example [n], number of sources)``; default one source per example."""
+    if source_index is None:
+        return torch.arange(n), n
+    src = torch.as_tensor(np.asarray(source_index)).long()
+    if src.shape != (n,):
+        raise ShapeError(
+            f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n})."
+        )
+    m = int(n_sources if n_sources is not None else int(src.max()) + 1)
+    if int(src.min()) < 0 or int(src.max()) >= m:
+        raise ConfigError(f"source ids must be in 0..{m - 1}.")
+    return src, m
+
+
+def make_simulator(sim: SimulationConfig | None, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
+                   w: Tensor | None, orders: list, source_index, n_sources: int | None, lrs: Tensor,
+                   dtype: torch.dtype) -> Simulator:
+    """The simulator of ``sim``'s scheme (the no-op :class:`Simulator` for none / None)."""
+    if sim is None or sim.scheme == "none":
+        return Simulator()
+    src, m = _source_ids(source_index, n_sources, X.shape[0])
+    if sim.scheme == "trajectory":
+        return TrajectorySimulation(sim, mlp, cfg, X, y, w, orders, src, m, lrs, dtype)
+    return StationarySimulation(sim, mlp, cfg, X, y, src, m)
+
+
+# ----------------------------------------------------------------------------- training
+
+
 def train(
     mlp: MLP,
     X,
@@ -181,47 +340,13 @@ def train(
     w = None if weights is None else _as_tensor(weights, dtype, "the example weights")
     if w is not None and w.shape != (n,):
         raise ShapeError(f"weights have shape {tuple(w.shape)}; pass one weight per training example ({n}).")
-    if sim is not None and sim.scheme != "none":
-        if source_index is None:
-            src = torch.arange(n)
-            m = n
-        else:
-            src = torch.as_tensor(np.asarray(source_index)).long()
-            if src.shape != (n,):
-                raise ShapeError(
-                    f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n})."
-                )
-            m = int(n_sources if n_sources is not None else int(src.max()) + 1)
-            if int(src.min()) < 0 or int(src.max()) >= m:
-                raise ConfigError(f"source ids must be in 0..{m - 1}.")
-    else:
-        src, m = None, 0
-
     gen = torch.Generator().manual_seed(cfg.seed)
     theta = mlp.init(gen, dtype)
     orders = batch_orders(n, cfg)
     steps_per_epoch = len(orders[0])
     lrs = step_learning_rates(cfg, steps_per_epoch)
-    total_steps = len(lrs)
     velocity = torch.zeros_like(theta) if cfg.momentum else None
-
-    budget = (sim.memory_budget_mb if sim is not None else 2048.0) * 2**20
-    trajectory = None
-    curvature = sim.curvature if sim is not None else "hessian"
-    backend = sim.backend if sim is not None else "mlp"
-    rank, rank_reason = None, "dense"  # compressed responses Δ ≈ C Qᵀ (compress.py) when rank is set
-    if sim is not None and sim.scheme != "none":
-        rank, rank_reason = resolve_rank(sim.rank, m, mlp.n_params)
-    if sim is not None and sim.scheme == "trajectory":
-        if rank is None:
-            trajectory = make_trajectory(
-                sim.horizon, total_steps, mlp=mlp, n_sources=m, lrs=lrs,
-                momentum=cfg.momentum, dtype=dtype, budget_bytes=budget, batch_size=cfg.batch_size,
-            )
-        else:
-            replay = Replay(mlp, X, y, w, [idx for b in orders for idx in b], lrs, cfg, curvature, backend)
-            trajectory = make_compressed_trajectory(replay, sim.horizon, src, m, rank, sim.power_iterations,
-                                                    cfg.seed, budget)
+    simulator = make_simulator(sim, mlp, cfg, X, y, w, orders, source_index, n_sources, lrs, dtype)
 
     Xv = None if X_val is None else _as_tensor(X_val, dtype, "the test inputs")
     yv = None if y_val is None else torch.as_tensor(np.asarray(y_val)).long()
@@ -232,7 +357,6 @@ def train(
     if 0 in checkpoint_epochs:
         checkpoints[0] = theta.clone()
         checkpoint_lrs[0] = float(lrs[0])
-    sim_seconds = 0.0
     t_start = time.perf_counter()
     t = 0
     for epoch, batches in enumerate(orders):
@@ -242,7 +366,7 @@ def train(
             # the training step always uses the fast path, so the trajectory never depends
             # on which backend the simulation uses
             curv = make_curvature("mlp", mlp, theta, X[idx], y[idx], weights=wb,
-                                  weight_decay=cfg.weight_decay, curvature=curvature)
+                                  weight_decay=cfg.weight_decay, curvature=simulator.curvature)
             g = curv.grad()
             batch_loss = float(curv.loss())
             if not math.isfinite(batch_loss) or not torch.isfinite(g).all():
@@ -253,15 +377,7 @@ def train(
                 )
             loss_sum += batch_loss * len(idx)
             correct += int((curv.probs.argmax(1) == y[idx]).sum())
-            if trajectory is not None:
-                t0 = time.perf_counter()
-                if hasattr(trajectory, "record"):
-                    trajectory.record(t, theta, velocity)
-                if backend != "mlp":
-                    curv = make_curvature(backend, mlp, theta, X[idx], y[idx], weights=wb,
-                                          weight_decay=cfg.weight_decay, curvature=curvature)
-                trajectory.step(t, curv, src[idx])
-                sim_seconds += time.perf_counter() - t0
+            simulator.step(t, curv, X[idx], y[idx], wb, idx, velocity)
             lr = float(lrs[t])
             if velocity is not None:
                 velocity.mul_(cfg.momentum).add_(g)
@@ -281,48 +397,11 @@ def train(
             raise CancelledError("training was cancelled; nothing was saved.")
     train_seconds = time.perf_counter() - t_start
 
-    responses = None
-    extras: dict = {}
-    if trajectory is not None:
-        t0 = time.perf_counter()
-        responses = trajectory.finalize()
-        sim_seconds += time.perf_counter() - t0
-    elif sim is not None and sim.scheme == "stationary":
-        t0 = time.perf_counter()
-
-        def report(k: int, K: int) -> None:
-            if progress is not None and progress(Progress("stationary", k, K)) is False:
-                raise CancelledError("the simulation was cancelled; nothing was saved.")
-
-        responses, alpha = stationary_response(
-            mlp, theta, X, y, src, m, sim, cfg.weight_decay, seed=cfg.seed, progress=report
-        )
-        extras["neumann_step_size"] = alpha
-        sim_seconds = time.perf_counter() - t0
-    if responses is not None:
-        if rank is not None and not isinstance(responses, CompressedResponses):
-            t0 = time.perf_counter()
-            responses = compress_dense(responses, rank, sim.power_iterations, cfg.seed)
-            sim_seconds += time.perf_counter() - t0
-        if isinstance(responses, CompressedResponses):
-            if not responses.isfinite():
-                raise DivergenceError(
-                    "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
-                )
-            if sim.response_dtype is not None:
-                responses = responses.to(getattr(torch, sim.response_dtype))
-            responses.info["reason"] = rank_reason
-        else:
-            responses = responses.flat()
-            if not torch.isfinite(responses).all():
-                raise DivergenceError(
-                    "the simulated responses are not finite; lower the learning rate or use a shorter horizon."
-                )
-            if sim.response_dtype is not None:
-                responses = responses.to(getattr(torch, sim.response_dtype))
+    responses, extras = simulator.finish(theta, progress)
+    responses = simulator.output(responses)
     timings = {
         "train_seconds": train_seconds,
-        "simulate_seconds": sim_seconds,
+        "simulate_seconds": simulator.seconds,
         "total_seconds": time.perf_counter() - t_start,
     }
     return TrainOutput(theta, responses, history, timings, checkpoints, checkpoint_lrs, extras)
