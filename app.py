@@ -12,7 +12,7 @@ import os
 import streamlit as st
 import torch
 
-from attrcore import AttrcoreError, CancelledError
+from attrcore import AttrcoreError
 from attrcore import app as sup
 from pages import _shared as sh
 
@@ -53,15 +53,8 @@ def home() -> None:
                 st.session_state["run"] = sup.DEMO_RUN
                 st.switch_page("pages/explore.py")
         elif st.button("Train the digits demo", type="primary", icon=":material/play_arrow:"):
-            bar = st.progress(0.0, text="Loading digits…")
-            adapter = sup.ProgressAdapter(lambda p, _h: bar.progress(p.done / max(1, p.total), text=sup.stage_text(p)))
-            try:
-                req.fit_and_save(s, progress=adapter)
-            except CancelledError:
-                st.warning("The demo was cancelled; nothing was saved.")
-            except AttrcoreError as err:
-                st.error(sup.error_text(err))
-            else:
+            outcome = sh.job(lambda progress: req.fit_and_save(s, progress=progress), start="Loading digits…")
+            if outcome.ok:
                 st.session_state["run"] = sup.DEMO_RUN
                 st.switch_page("pages/explore.py")
     with right:

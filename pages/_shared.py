@@ -1,4 +1,9 @@
-"""Streamlit glue shared by the pages: cached calls into attrcore and small widgets.
+"""Streamlit glue shared by the pages: the page preamble, the job runner, cached calls into
+attrcore and small widgets.
+
+Every page opens with :func:`page` (or :func:`run_page`, which also picks a run) and runs
+every long action through :func:`job` (progress bar, optional Cancel button, readable
+error, rerun on success; the logic is :func:`attrcore.app.jobs.run_job`).
 
 Caching rules: ``st.cache_resource`` for runs (models and their responses),
 ``st.cache_data`` for arrays and tables; every cached function is keyed by the store
@@ -54,6 +59,56 @@ def require_router(page_file: str) -> None:
         return
     PagesManager.uses_pages_directory = False
     st.rerun()
+
+
+# ----------------------------------------------------------------------------- preamble and jobs
+
+
+def page(page_file: str, title: str, caption: str | None = None) -> None:
+    """The preamble of every page: route through app.py, then the title and its caption."""
+    require_router(page_file)
+    st.title(title)
+    if caption:
+        st.caption(caption)
+
+
+def run_page(page_file: str, title: str, about: str, caption: str | None = None) -> tuple[TrainedRun, str]:
+    """:func:`page` for a page about one run: the sidebar run picker; stops the page (after
+    drawing the empty state with ``about``) when there is no run yet."""
+    page(page_file, title, caption)
+    picked = pick_run(about)
+    if picked is None:
+        st.stop()
+    return picked
+
+
+def job(
+    fn,
+    *,
+    start: str = "Working…",
+    text=None,
+    on_epoch=None,
+    cancel: tuple[str, str] | None = None,
+    label: str = "The job",
+    rerun: bool = False,
+) -> sup.JobOutcome:
+    """Run one long action ``fn(progress)`` under a progress bar (``text(progress)`` words each
+    report; default :func:`attrcore.app.stage_text`). ``cancel=(label, key)`` shows a Cancel
+    button (clicking it stops the script run, so nothing is saved); a failure or a
+    cancellation is shown as one readable message; ``rerun=True`` reruns the page on success."""
+    if cancel is not None:
+        st.button(cancel[0], key=cancel[1], icon=":material/stop:",
+                  help="Stops at once; nothing is saved.")
+    bar = st.progress(0.0, text=start)
+    outcome = sup.run_job(fn, lambda frac, words: bar.progress(frac, text=words), text=text or sup.stage_text,
+                          on_epoch=on_epoch, label=label)
+    if outcome.cancelled:
+        st.warning(outcome.message)
+    elif not outcome.ok:
+        st.error(outcome.message)
+    elif rerun:
+        st.rerun()
+    return outcome
 
 
 KIND_WORDS = {"image": "images", "signal": "signals", "tabular": "table rows", "points": "2-D points"}

@@ -8,26 +8,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from attrcore import AttrcoreError, plots
 from attrcore import app as sup
+from attrcore import plots
 from pages import _shared as sh
 
-sh.require_router(__file__)
-
-st.title("Cost on this machine")
-st.caption(
-    "What does an explanation cost? Time per query, one-off setup, and memory per source, "
-    "for the forward-only readout and for TRAK, measured here in one go."
-)
-
-picked = sh.pick_run(
+run, version = sh.run_page(
+    __file__,
+    "Cost on this machine",
     "Measures, on this computer, how long an explanation takes with attrcore's forward-only "
     "readout and with TRAK, how much setup each needs, after how many queries the setup pays off, "
-    "and how much memory each training source costs."
+    "and how much memory each training source costs.",
+    caption="What does an explanation cost? Time per query, one-off setup, and memory per source, "
+    "for the forward-only readout and for TRAK, measured here in one go.",
 )
-if picked is None:
-    st.stop()
-run, version = picked
 s = sh.store()
 per_example = run.sources_kind == "example"
 trak_note = sup.baselines_available()
@@ -50,17 +43,14 @@ if go:
             "grouped-by-class numbers from it); pick such a run in the sidebar."
         )
         st.stop()
-    bar = st.progress(0.0, text="measuring…")
-    try:
-        result = sup.measure_cost(
-            run, with_trak=trak_note is None, progress=lambda text, frac: bar.progress(frac, text=text)
-        )
-        sup.save_cost(s, run.name, version, result)
-    except AttrcoreError as err:
-        st.error(sup.error_text(err))
-        st.stop()
-    except Exception as err:  # a third-party library (traker) failing: still no traceback
-        st.error(f"The measurement failed: {type(err).__name__}: {err}")
+    outcome = sh.job(
+        lambda progress: sup.save_cost(
+            s, run.name, version, sup.measure_cost(run, with_trak=trak_note is None, progress=progress.say)
+        ),
+        start="measuring…",
+        label="The measurement",
+    )
+    if not outcome.ok:
         st.stop()
     result = sup.load_cost(s, run.name, version)
 

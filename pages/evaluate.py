@@ -9,17 +9,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from attrcore import AttrcoreError, CancelledError, plots
 from attrcore import app as sup
+from attrcore import plots
 from pages import _shared as sh
-
-sh.require_router(__file__)
 
 # Benchmark reports (attrcore.evaluation.bench); ATTRCORE_BENCH_DIR points elsewhere.
 BENCH_DIR = Path(os.environ.get("ATTRCORE_BENCH_DIR", Path(__file__).resolve().parents[1] / "benchmarks"))
 
-st.title("Evaluate attributions")
-st.caption("Do the scores predict what really happens when the model is retrained without some of its data?")
 
 LDS_TEXT = """
 **LDS (linear datamodeling score)** tests attributions the way a scientist would: by
@@ -42,14 +38,14 @@ network are tiny and noisy: the **seed agreement** column shows how well two see
 with *each other*; when it is near zero, no method can correlate with LOO.
 """
 
-picked = sh.pick_run(
+run, version = sh.run_page(
+    __file__,
+    "Evaluate attributions",
     "Checks attributions against real retraining: LDS trains many models on random halves "
     "of the data and asks whether the scores predict their outputs; leave-one-out removes single "
-    "sources. Also draws how LDS changes with the horizon K, the ensemble size and TRAK's settings."
+    "sources. Also draws how LDS changes with the horizon K, the ensemble size and TRAK's settings.",
+    caption="Do the scores predict what really happens when the model is retrained without some of its data?",
 )
-if picked is None:
-    st.stop()
-run, version = picked
 H = sh.home()
 ds = sh.dataset_of(run)
 missing = sup.evaluation_available()
@@ -86,17 +82,12 @@ if not known:
         f"(measurement: {measure}). Finished trainings are stored: stopping and restarting resumes."
     )
     if st.button("Compute the LDS ground truth", type="primary", key="eval_lds_go", icon=":material/play_arrow:"):
-        bar = st.progress(0.0, text="retraining…")
-
-        def show(p, _h) -> None:
-            bar.progress(min(1.0, p.done / max(1, p.total)), text=f"retrained {p.done} of {p.total} models")
-
-        try:
-            sup.lds_truth(sh.store(), run, version, settings, progress=sup.ProgressAdapter(show))
-        except (CancelledError, AttrcoreError) as err:
-            st.error(sup.error_text(err))
-        else:
-            st.rerun()
+        sh.job(
+            lambda progress: sup.lds_truth(sh.store(), run, version, settings, progress=progress),
+            start="retraining…",
+            text=lambda p: f"retrained {p.done} of {p.total} models",
+            rerun=True,
+        )
     sh.explain("What is LDS?", LDS_TEXT)
     st.stop()
 
@@ -272,23 +263,12 @@ loo = sup.LOOSettings(
 c3.markdown(f"Needs {loo.n_seeds * (loo.n_sources + 1)} trainings.")
 if not sup.truth_known(sh.store(), sup.LOO_DONE_KIND, loo, run.name, version):
     if st.button("Compute leave-one-out effects", key="eval_loo_go"):
-        bar = st.progress(0.0, text="retraining…")
-        try:
-            sup.loo_truth(
-                sh.store(),
-                run,
-                version,
-                loo,
-                progress=sup.ProgressAdapter(
-                    lambda p, _h: bar.progress(
-                        min(1.0, p.done / max(1, p.total)), text=f"retrained {p.done} of {p.total}"
-                    )
-                ),
-            )
-        except (CancelledError, AttrcoreError) as err:
-            st.error(sup.error_text(err))
-        else:
-            st.rerun()
+        sh.job(
+            lambda progress: sup.loo_truth(sh.store(), run, version, loo, progress=progress),
+            start="retraining…",
+            text=lambda p: f"retrained {p.done} of {p.total}",
+            rerun=True,
+        )
 else:
     lg = sh.loo_gt(H, run.name, version, loo)
     sa = lg.seed_agreement()

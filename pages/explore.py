@@ -7,22 +7,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from attrcore import AttrcoreError, CancelledError, plots
 from attrcore import app as sup
+from attrcore import plots
 from pages import _shared as sh
 
-sh.require_router(__file__)
-
-st.title("Explore attributions")
-
-picked = sh.pick_run(
+run, version = sh.run_page(
+    __file__,
+    "Explore attributions",
     "Pick any test example (a *query*) and see which training examples pushed the model "
     "towards its prediction (proponents) and which pushed against it (opponents); compare "
-    "attribution methods; and check a prediction by actually retraining without the top examples."
+    "attribution methods; and check a prediction by actually retraining without the top examples.",
 )
-if picked is None:
-    st.stop()
-run, version = picked
 H = sh.home()
 ds = sh.dataset_of(run)
 measure = st.sidebar.selectbox(
@@ -317,20 +312,18 @@ with tab_cmp:
         todo = [m for m in picked_baselines if m not in stored]
         if todo:
             if st.button(f"Compute {', '.join(sup.BASELINES[m] for m in todo)}", key="explore_cmp_compute"):
-                bar = st.progress(0.0)
-                failed = False
-                for i, m in enumerate(todo):
-                    bar.progress(i / len(todo), text=f"{sup.BASELINES[m]}…")
-                    try:
-                        sup.baseline_scores(sh.store(), run, version, m, measure)
-                    except AttrcoreError as err:
-                        st.error(f"{sup.BASELINES[m]}: {err}")
-                        failed = True
-                    except Exception as err:  # a third-party library (traker) failing: still no traceback
-                        st.error(f"{sup.BASELINES[m]} failed: {type(err).__name__}: {err}")
-                        failed = True
-                bar.progress(1.0, text="done")
-                if not failed:
+                outcomes = [
+                    sh.job(
+                        lambda progress, m=m: sup.baseline_scores(
+                            sh.store(), run, version, m, measure, progress=progress
+                        ),
+                        start=f"{sup.BASELINES[m]}…",
+                        text=lambda p, m=m: f"{sup.BASELINES[m]}: " + sup.stage_text(p),
+                        label=sup.BASELINES[m],
+                    )
+                    for m in todo
+                ]
+                if all(o.ok for o in outcomes):
                     st.rerun()
             st.caption("Not computed yet: " + ", ".join(sup.BASELINES[m] for m in todo) + ".")
         for m in picked_baselines:
@@ -418,19 +411,18 @@ with tab_cf:
     have = sh.store().get_artifact(sup.COUNTERFACTUAL_KIND, key) is not None
     go = st.button("Retrain without them", key="explore_cf_go", type="primary") if not have else True
     if go:
-        bar = st.progress(0.0, text="retraining…") if not have else None
 
-        def show(p, _h) -> None:
-            if bar is not None:
-                bar.progress(p.done / max(1, p.total), text="retraining: " + sup.stage_text(p))
+        def retrain(progress):
+            return sup.counterfactual(sh.store(), run, version, q, chosen_cf, row, measure, progress=progress)
 
-        try:
-            res = sup.counterfactual(
-                sh.store(), run, version, q, chosen_cf, row, measure, progress=sup.ProgressAdapter(show)
-            )
-        except (CancelledError, AttrcoreError) as err:
-            st.error(sup.error_text(err))
+        if have:  # stored: no progress to show
+            outcome = sup.run_job(retrain, lambda frac, words: None)
+            if not outcome.ok:
+                st.error(outcome.message)
         else:
+            outcome = sh.job(retrain, start="retraining…", text=lambda p: "retraining: " + sup.stage_text(p))
+        if outcome.ok:
+            res = outcome.value
             c1, c2 = st.columns([1, 1])
             with c1:
                 sh.chart(plots.counterfactual_bars(res["predicted"], res["actual"], measure), f"explore_cf_fig_{q}")

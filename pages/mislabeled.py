@@ -6,9 +6,7 @@ import streamlit as st
 
 from pages import _shared as sh
 
-sh.require_router(__file__)
-
-st.title("Mislabeled data")
+sh.page(__file__, "Mislabeled data")
 st.info(
     "Coming soon: this page gets its own issue. It will flip a fraction of the training "
     "labels, rank every training example by its *self-influence* (the example used as its own "

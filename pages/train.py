@@ -6,22 +6,21 @@ import json
 
 import streamlit as st
 
-from attrcore import AttrcoreError, CancelledError, SimulationConfig, TrainConfig, plots
+from attrcore import AttrcoreError, SimulationConfig, TrainConfig, plots
 from attrcore import app as sup
 from attrcore.config import Horizon
 from attrcore.data import BUILTIN_DATASETS, describe_builtin, uploads
 from attrcore.engine import ACTIVATIONS
 from pages import _shared as sh
 
-sh.require_router(__file__)
-
 UPLOAD = "upload"
 NONE = "(none)"
 
-st.title("Train a model")
-st.caption(
+sh.page(
+    __file__,
+    "Train a model",
     "Choose data, a network and how to simulate each training source; training saves a "
-    "run you can explore. Nothing is saved if training fails or you cancel it."
+    "run you can explore. Nothing is saved if training fails or you cancel it.",
 )
 
 if st.session_state.get("train_cancel"):
@@ -291,31 +290,23 @@ if st.button(
     "Train and save", type="primary", disabled=request is None, key="train_button", icon=":material/rocket_launch:"
 ):
     st.session_state.pop("train_done", None)
-    st.button(
-        "Cancel training",
-        key="train_cancel",
-        icon=":material/stop:",
-        help="Stops at the end of the current epoch; nothing is saved.",
-    )
-    bar = st.progress(0.0, text="Starting…")
     chart = st.empty()
 
-    def show(p, history) -> None:
-        bar.progress(min(1.0, p.done / max(1, p.total)), text=sup.stage_text(p))
-        if p.stage == "train" and history:
-            chart.plotly_chart(
-                plots.training_curves(history, request.train.epochs),
-                key=f"train_curve_{len(history)}",
-                config={"displayModeBar": False},
-            )
+    def curve(history) -> None:
+        chart.plotly_chart(
+            plots.training_curves(history, request.train.epochs),
+            key=f"train_curve_{len(history)}",
+            config={"displayModeBar": False},
+        )
 
-    try:
-        run = request.fit_and_save(sh.store(), progress=sup.ProgressAdapter(show))
-    except CancelledError as err:
-        st.warning(sup.error_text(err))
-    except AttrcoreError as err:
-        st.error(sup.error_text(err))
-    else:
+    outcome = sh.job(
+        lambda progress: request.fit_and_save(sh.store(), progress=progress),
+        start="Starting…",
+        on_epoch=curve,
+        cancel=("Cancel training", "train_cancel"),
+    )
+    if outcome.ok:
+        run = outcome.value
         st.session_state["run"] = request.name
         st.session_state["train_done"] = {
             "name": request.name,

@@ -11,7 +11,8 @@ Implementations:
 - ``explore`` — the Explore page: scores, top-k, decision grids, agreement, counterfactuals;
 - ``baselines`` — baseline methods in the app;
 - ``evaluation`` — the Evaluate page: LDS / LOO settings, ground truth, benchmark curves;
-- ``cost`` — the Cost page: measured cost, the machine, break-even.
+- ``cost`` — the Cost page: measured cost, the machine, break-even;
+- ``jobs`` — the job runner every long action of the pages goes through.
 
 Uploads live in :mod:`attrcore.data.uploads`.
 """
@@ -57,6 +58,7 @@ from .explore import (
     retrain,
     top_k,
 )
+from .jobs import JobOutcome, JobProgress, run_job
 from .runs import attributable_runs, comparable_runs, run_version, same_training, store_version
 from .training import (
     DEMO_RUN,
@@ -79,6 +81,8 @@ __all__ = [
     "COUNTERFACTUAL_KIND",
     "DEMO_RUN",
     "DataChoice",
+    "JobOutcome",
+    "JobProgress",
     "LDSSettings",
     "LDS_DONE_KIND",
     "LOOSettings",
@@ -118,6 +122,7 @@ __all__ = [
     "rank_agreement",
     "removal_weights",
     "retrain",
+    "run_job",
     "run_version",
     "same_training",
     "save_cost",
