@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import parse_hidden
 from ..errors import ConfigError
-from .common import _configs, _hidden, _progress_bar, _store, add_train_flags
+from .common import _configs, _progress_bar, _store, add_train_flags
 
 __all__ = ["cmd_export", "cmd_marks", "cmd_mislabel", "cmd_relabel", "register"]
 
@@ -173,7 +174,7 @@ def cmd_mislabel(args):
     try:
         run = fit(
             data,
-            hidden=_hidden(args.hidden),
+            hidden=parse_hidden(args.hidden),
             activation=args.activation,
             train_config=train_cfg,
             simulation=sim,
@@ -207,7 +208,7 @@ def cmd_mislabel(args):
     extra = {
         "train": train_cfg.to_dict(),
         "simulation": sim.to_dict(),
-        "hidden": list(_hidden(args.hidden)),
+        "hidden": list(parse_hidden(args.hidden)),
         "test_accuracy": run.metrics.get("test_accuracy"),
         "simulate_seconds": run.timings.get("simulate_seconds"),
     }
