@@ -154,6 +154,17 @@ def scores(home: str, name: str, version: str, measure: str) -> np.ndarray:
     return sup.query_scores(_store(home), run, version, measure)
 
 
+@st.cache_data(max_entries=8, show_spinner="Compressing the responses (rank 256) and scoring…")
+def compressed_scores(home: str, name: str, version: str, measure: str) -> tuple[int, np.ndarray] | None:
+    """(rank, scores) of a dense run's responses compressed to rank 256; None for a compressed run."""
+    run = load_run(home, name, version)
+    comp = sup.compressed_variant(run)
+    if comp is None:
+        return None
+    ds = dataset_of(run)
+    return comp.responses.rank, comp.score(ds.X_test, ds.y_test, measure=measure).astype(np.float32)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def predictions(home: str, name: str, version: str) -> np.ndarray:
     run = load_run(home, name, version)

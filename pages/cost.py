@@ -75,9 +75,11 @@ if not result:
     st.info("No measurement for this run yet: press the button above.")
     st.stop()
 
+rank_note = f", compressed rank {result['forward_rank']}" if result.get("forward_rank") else ", dense"
 methods = [
-    ("forward", f"forward-only, {result.get('forward_sources', '?')} sources (per example)"),
+    ("forward", f"forward-only{rank_note}, {result.get('forward_sources', '?')} sources (per example)"),
     ("grouped", f"forward-only, {result.get('grouped_sources', '?')} sources (per class)"),
+    ("compressed", f"forward-only, compressed rank {result.get('compressed_rank', '?')} (per example)"),
     ("trak", f"TRAK, 1 model, projection {result.get('trak_proj_dim', '?')}"),
 ]
 methods = [(m, lbl) for m, lbl in methods if f"{m}_n" in result]
@@ -155,7 +157,12 @@ st.caption(
     "Setup: simulation during training (forward-only; the grouped numbers reuse the per-example "
     "simulation, a run trained with grouped sources simulates less), featurizing (TRAK)."
 )
-short = [r["method"].split(",")[0] + (" (class)" if "class" in r["method"] else "") for r in summary]
+short = [
+    r["method"].split(",")[0]
+    + (" (class)" if "class" in r["method"] else "")
+    + (" (r)" if "rank" in r["method"] else "")
+    for r in summary
+]
 c1, c2 = st.columns(2)
 with c1:
     sh.chart(plots.memory_bars(short, [r["KiB per source"] * 1024 for r in summary]), "cost_memory")

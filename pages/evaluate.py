@@ -101,7 +101,13 @@ st.success(
 
 # ----------------------------------------------------------------------------- LDS per method
 st.subheader("2 · LDS per method")
-methods = {f"forward-only (this run, K={run.simulation.horizon_label})": sh.scores(H, run.name, version, measure)}
+rank_tag = f", rank {run.responses.rank}" if run.compressed else ""
+methods = {
+    f"forward-only (this run, K={run.simulation.horizon_label}{rank_tag})": sh.scores(H, run.name, version, measure)
+}
+variant = sh.compressed_scores(H, run.name, version, measure)  # a dense run: its rank-256 compression too
+if variant is not None:
+    methods[f"forward-only (this run, compressed to rank {variant[0]})"] = variant[1]
 curve_runs = {}
 for name in sup.comparable_runs(sh.store(), run):
     v = sup.run_version(sh.store(), name)
@@ -166,6 +172,23 @@ else:
     st.caption(
         "Train the same model with other horizons K (Train page, same settings, another K) to see "
         "LDS against K for your own runs here."
+    )
+cdocs = sup.compress_docs(str(BENCH_DIR))
+if cdocs:
+    cdoc = next(
+        (d for d in cdocs if d.get("task") and d["task"].split("-")[0] in run.config["data"].get("source", "")),
+        cdocs[0],
+    )
+    series, refs = sup.rank_curves(cdoc)
+    sh.chart(
+        plots.lds_against_rank(
+            series, refs, title=f"Compressed responses: LDS against the rank r ({cdoc['task']}, K={cdoc['horizon']})"
+        ),
+        "eval_rank_curve",
+    )
+    st.caption(
+        "From `benchmarks/compress_bench.py` (random-seed LDS): rank-r runs and truncations of the largest one, "
+        "against the dense responses and TRAK measured in the same run."
     )
 docs = sh.bench_docs(str(BENCH_DIR))
 if not docs:

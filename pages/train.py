@@ -201,6 +201,7 @@ with model_col:
             )
         )
     curvature = SimulationConfig().curvature
+    rank = SimulationConfig().rank
     if scheme != "none":
         curvature = st.selectbox(
             **sup.widget_args(
@@ -208,6 +209,20 @@ with model_col:
             ),
             key="train_curvature",
         )
+        c1, c2 = st.columns(2)
+        stored = c1.radio(
+            "responses",
+            ["auto", "dense", "compressed"],
+            horizontal=True,
+            key="train_responses",
+            help="compressed: every source's response as a rank-r factorisation Δ ≈ C Qᵀ (r·(p + m) "
+            "numbers instead of m·p; a query costs r forward passes instead of m). auto: rank 256 where "
+            "that is at least 8× smaller than dense, dense otherwise.",
+        )
+        if stored == "dense":
+            rank = None
+        elif stored == "compressed":
+            rank = int(c2.number_input("rank r", 1, 4096, 256, key="train_rank"))
     has_groups = dataset is not None and dataset.train_groups is not None
     kinds = ["example", "class", "group"] if has_groups else ["example", "class"]
     sources = st.radio(
@@ -253,7 +268,7 @@ if data_choice is None or dataset is None:
     errors.append("Choose valid data first.")
 else:
     try:
-        sim = SimulationConfig(scheme=scheme, horizon=horizon, curvature=curvature, damping=damping)
+        sim = SimulationConfig(scheme=scheme, horizon=horizon, curvature=curvature, damping=damping, rank=rank)
         tcfg = TrainConfig(
             epochs=int(epochs),
             lr=float(lr),
@@ -264,6 +279,7 @@ else:
             seed=int(seed),
         )
         hidden = sup.parse_hidden(hidden_text)
+        st.caption(sup.estimate_text(sup.simulation_estimate(dataset, hidden, tcfg, sim, sources)))
         c1, c2 = st.columns([3, 1])
         default_name = sup.default_run_name(data_choice, sim, sources)
         if st.session_state.get("train_name") in (None, st.session_state.get("train_name_default")):

@@ -12,12 +12,15 @@ Implementations:
 - ``baselines`` — baseline methods in the app;
 - ``evaluation`` — the Evaluate page: LDS / LOO settings, ground truth, benchmark curves;
 - ``cost`` — the Cost page: measured cost, the machine, break-even;
-- ``jobs`` — the job runner every long action of the pages goes through.
+- ``jobs`` — the job runner every long action of the pages goes through;
+- ``compression`` — compressed responses: the Train page's estimate, compressed variants of
+  dense runs (Cost, Evaluate), the compression benchmark's LDS-vs-rank curves.
 
 Uploads live in :mod:`attrcore.data.uploads`.
 """
 
 from .baselines import BASELINE_KIND, BASELINES, baseline_scores, baselines_available, stored_baselines
+from .compression import compress_docs, compressed_variant, estimate_text, rank_curves, simulation_estimate
 from .cost import (
     COST_KIND,
     breakeven_queries,
@@ -99,11 +102,14 @@ __all__ = [
     "bench_docs",
     "breakeven_queries",
     "comparable_runs",
+    "compress_docs",
+    "compressed_variant",
     "counterfactual",
     "decision_grid",
     "default_run_name",
     "demo_request",
     "error_text",
+    "estimate_text",
     "evaluation_available",
     "group_responses",
     "horizon_tick",
@@ -120,11 +126,13 @@ __all__ = [
     "predict",
     "query_scores",
     "rank_agreement",
+    "rank_curves",
     "removal_weights",
     "retrain",
     "run_job",
     "run_version",
     "same_training",
+    "simulation_estimate",
     "save_cost",
     "stage_text",
     "store_version",

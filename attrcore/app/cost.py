@@ -98,8 +98,9 @@ def measure_cost(
 
     Returns flat lists/numbers: ``<method>_n``, ``<method>_seconds`` (total per batch),
     ``<method>_setup`` (seconds of work before the first query), ``<method>_bytes``
-    (memory per source) and ``<method>_sources`` for methods ``forward``, ``grouped`` and
-    ``trak``.
+    (memory per source) and ``<method>_sources`` for methods ``forward``, ``grouped``,
+    ``compressed`` (a dense run's responses compressed to rank 256, ``compressed_rank``) and
+    ``trak``; ``forward_rank`` when the run itself is compressed.
     """
 
     ds = run.dataset
@@ -125,6 +126,22 @@ def measure_cost(
         "grouped_bytes": grouped.bytes_per_source(),
         "grouped_sources": grouped.n_sources,
     }
+    if run.compressed:
+        out["forward_rank"] = run.responses.rank
+    else:  # a dense run: its rank-256 compression too (compress_dense, Δ ≈ C Qᵀ)
+        from .compression import compressed_variant
+
+        say("forward-only readout, compressed responses", 0.45)
+        comp = compressed_variant(run)
+        c = measure_readout_cost(comp, X, y, query_counts)
+        out |= {
+            "compressed_n": c["n_queries"],
+            "compressed_seconds": c["seconds"],
+            "compressed_setup": float(comp.timings.get("simulate_seconds", float("nan"))),
+            "compressed_bytes": comp.bytes_per_source(),
+            "compressed_sources": comp.n_sources,
+            "compressed_rank": comp.responses.rank,
+        }
     if with_trak and baselines_available() is None:
         say("TRAK (1 model): featurizing the training set", 0.6)
         own = SimpleNamespace(theta=run.theta, checkpoints={}, checkpoint_lrs={})

@@ -16,9 +16,11 @@ Implementations, by page:
 - ``evaluation`` — Evaluate: :func:`lds_bars`, :func:`lds_curves`, :func:`predicted_vs_actual`;
 - ``cost`` — Cost: :func:`cost_curves`, :func:`memory_bars`;
 - ``mislabel`` — Mislabeled data: :func:`found_vs_inspected`, :func:`detection_bars`,
-  :func:`accuracy_bars`.
+  :func:`accuracy_bars`;
+- ``compress`` — compressed responses (Evaluate): :func:`lds_against_rank`.
 """
 
+from .compress import lds_against_rank
 from .cost import cost_curves, memory_bars
 from .evaluation import lds_bars, lds_curves, predicted_vs_actual
 from .examples import decision_boundary, example_mosaic, feature_heatmap, points_scatter
@@ -43,6 +45,7 @@ __all__ = [
     "example_mosaic",
     "feature_heatmap",
     "found_vs_inspected",
+    "lds_against_rank",
     "lds_bars",
     "lds_curves",
     "memory_bars",
