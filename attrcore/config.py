@@ -130,6 +130,8 @@ class Horizon:
             return value
         if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
             return cls(None)
+        if isinstance(value, bool):
+            raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {value!r}.")
         try:
             k = int(value)
         except (TypeError, ValueError):

@@ -37,8 +37,13 @@ class JobOutcome:
 class JobProgress(ProgressAdapter):
     """The progress callback a job's function gets."""
 
-    def __init__(self, show: Callable[[float, str], None], text: Callable[[Progress], str],
-                 on_epoch: Callable[[list[dict]], None] | None, cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        show: Callable[[float, str], None],
+        text: Callable[[Progress], str],
+        on_epoch: Callable[[list[dict]], None] | None,
+        cancelled: Callable[[], bool],
+    ) -> None:
         def draw(p: Progress, history: list[dict]) -> None:
             show(min(1.0, p.done / max(1, p.total)), text(p))
             if on_epoch is not None and p.stage == "train" and history:

@@ -75,8 +75,15 @@ class ForwardOnly(Attributor):
     def _score(self, X_q: Tensor, y_q: Tensor | None) -> Tensor:
         parts = [
             readout_score(
-                self.mlp, theta, stack, X_q.to(theta.dtype), y_q, measure=self.measure, readout=self.readout,
-                target_class=self.target_class, memory_budget_mb=self.memory_budget_mb,
+                self.mlp,
+                theta,
+                stack,
+                X_q.to(theta.dtype),
+                y_q,
+                measure=self.measure,
+                readout=self.readout,
+                target_class=self.target_class,
+                memory_budget_mb=self.memory_budget_mb,
             )
             for theta, stack in self._models
         ]

@@ -111,10 +111,19 @@ def attribute(
     not counted per query).
     """
     method = resolve_method(method)
-    runs = train_models(method, mlp, X, y, train_config, models=models, simulation=simulation,
-                        sources=sources, trained=trained, progress=progress)
-    a = make_method(method, mlp, runs, train_config, measure=measure, target_class=target_class,
-                    **(options or {}))
+    runs = train_models(
+        method,
+        mlp,
+        X,
+        y,
+        train_config,
+        models=models,
+        simulation=simulation,
+        sources=sources,
+        trained=trained,
+        progress=progress,
+    )
+    a = make_method(method, mlp, runs, train_config, measure=measure, target_class=target_class, **(options or {}))
     try:
         a.fit(X, y, sources=sources)
         if warmup:
@@ -122,8 +131,13 @@ def attribute(
             a.timings.update(score_seconds=0.0, n_queries=0)
         scores = a.score(X_q, y_q)
         result = Attribution(
-            method=method, scores=scores, runs=runs, timings=dict(a.timings),
-            seconds_per_query=a.seconds_per_query, state_bytes=int(a.state_bytes()), meta=dict(a.meta),
+            method=method,
+            scores=scores,
+            runs=runs,
+            timings=dict(a.timings),
+            seconds_per_query=a.seconds_per_query,
+            state_bytes=int(a.state_bytes()),
+            meta=dict(a.meta),
         )
     finally:
         if hasattr(a, "close"):

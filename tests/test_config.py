@@ -1,0 +1,95 @@
+"""attrcore.config: options defined once (metadata → CLI flags, app labels), Horizon, parsers."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from attrcore import ConfigError, SimulationConfig, TrainConfig
+from attrcore import app as sup
+from attrcore.cli.common import add_options, config_from_args, option_flags
+from attrcore.cli.main import build_parser
+from attrcore.config import Horizon, option, options, parse_hidden
+from attrcore.run import RunSpec
+
+
+def test_every_config_field_is_an_option_with_help():
+    for cls in (TrainConfig, SimulationConfig):
+        opts = options(cls)
+        assert set(opts) == {f for f in cls.__dataclass_fields__}
+        assert all(o.help for o in opts.values())
+        assert all(o.default == getattr(cls(), o.name) for o in opts.values())
+
+
+def test_cli_flags_are_generated_from_the_options():
+    args = build_parser().parse_args(["train"])
+    for cls in (TrainConfig, SimulationConfig):
+        assert config_from_args(cls, args) == cls()  # the CLI defaults are the library's
+    args = build_parser().parse_args(["train", "--memory-budget", "64", "--horizon", "7", "--curvature-batch", "32"])
+    sim = config_from_args(SimulationConfig, args)
+    assert (sim.memory_budget_mb, sim.horizon, sim.curvature_batch_size) == (64.0, 7, 32)
+
+
+def test_a_new_option_field_is_a_new_flag():
+    @dataclass(frozen=True)
+    class Extra:
+        power: int = option(3, "how strong")
+        mode: str = option("a", "which mode", choices=("a", "b"))
+        hidden_knob: float = option(0.5, "not on the command line", cli=False)
+
+    p = argparse.ArgumentParser()
+    add_options(p, Extra)
+    assert config_from_args(Extra, p.parse_args(["--power", "5", "--mode", "b"])) == Extra(power=5, mode="b")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--mode", "c"])  # choices come from the metadata
+    with pytest.raises(SystemExit):
+        p.parse_args(["--hidden-knob", "1"])
+
+
+def test_errors_name_the_option_and_each_front_end_renders_it():
+    with pytest.raises(ConfigError) as info:
+        SimulationConfig(memory_budget_mb=0)
+    err = info.value
+    assert "`memory_budget_mb`" in str(err) and "--" not in str(err)
+    assert "--memory-budget" in err.render(option_flags(build_parser()))
+    assert "memory budget (MB)" in sup.error_text(err)
+
+
+def test_horizon_has_one_written_form_and_one_meaning_per_scheme():
+    assert Horizon.parse("full") == Horizon.parse(None) == Horizon(None)
+    assert Horizon.parse("16") == Horizon.parse(16) == Horizon(16)
+    assert str(Horizon(None)) == "full" and str(Horizon(3)) == "3"
+    assert Horizon(None).plot_x() == Horizon.PLOT_FULL and Horizon(16).plot_x() == 16.0
+    assert sup.horizon_x("full") == Horizon.PLOT_FULL and sup.horizon_tick(Horizon.PLOT_FULL) == "full"
+    assert "SGD steps" in Horizon.meaning("trajectory") and "Neumann" in Horizon.meaning("stationary")
+    for bad in ("-1", "2.5", "abc", -3, True):
+        with pytest.raises(ConfigError, match="horizon"):
+            Horizon.parse(bad)
+    assert SimulationConfig.with_horizon("12").horizon == 12
+
+
+def test_one_parser_of_hidden_sizes():
+    assert parse_hidden("64, 32") == parse_hidden(["64", "32"]) == parse_hidden("64x32") == (64, 32)
+    assert parse_hidden((128,)) == (128,)
+    for empty in ("", "none", "0", "-", [], None):
+        assert parse_hidden(empty) == ()
+    for bad in ("128, lots", "0 64", "5000"):
+        with pytest.raises(ConfigError, match="`hidden`"):
+            parse_hidden(bad)
+
+
+def test_run_spec_round_trips_the_stored_config():
+    spec = RunSpec.from_dict(
+        {
+            "data": {"source": "moons", "seed": 0},
+            "model": {"input_dim": 2, "n_classes": 2, "hidden": [4], "activation": "relu"},
+            "train": {"epochs": 2},
+            "simulation": {"scheme": "trajectory", "horizon": "3"},
+            "sources": {"kind": "class", "m": 2},
+        }
+    )
+    assert spec.simulation.horizon == 3 and spec.train.epochs == 2 and spec.sources.kind == "class"
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    assert spec.fingerprint() == RunSpec.from_dict(spec.to_dict()).fingerprint()
