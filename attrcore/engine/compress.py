@@ -15,6 +15,8 @@ Producers (see ``shared/method.md``, "Compressed responses"):
   Δ: a *forward sketch* during training (r tangents, tangent k injected with
   Σ_j Ω_jk g_{j,t}) gives Y = Δᵀ Ω; an *adjoint pass* backward over the recorded run
   gives C = Δ Q exactly; q power iterations repeat both. Cost ∝ r, independent of m.
+- :func:`stationary_sketch` — the stationary responses with r Neumann tangents: the
+  Neumann map is symmetric, so the same forward sketch / projection pair needs no adjoint.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "full_horizon_memory",
     "make_compressed_trajectory",
     "resolve_rank",
+    "stationary_sketch",
 ]
 
 # Ω's generator is seeded from the run's seed and this salt, so the sketch is reproducible.
@@ -707,3 +710,109 @@ def make_compressed_trajectory(
     return ShortTrajectory(
         rp.mlp, n_sources, rp.lrs, rp.momentum, rp.dtype, budget_bytes, horizon, rp.cfg.batch_size, sink=sink
     )
+
+
+# ---- stationary: the Neumann map is symmetric -------------------------------------------
+
+
+def stationary_sketch(
+    mlp,
+    theta: Tensor,
+    X: Tensor,
+    y: Tensor,
+    source_index: Tensor,
+    n_sources: int,
+    sim,
+    weight_decay: float,
+    rank: int,
+    power_iterations: int = 1,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[CompressedResponses, float]:
+    """The stationary responses, compressed, with r Neumann tangents instead of m.
+
+    The stationary response is Δ_j = N ḡ_j with N = −α Σ_{k<K} (I − α H_λ)^k, which is
+    symmetric for a fixed (whole-training-set) curvature. So Δᵀ Ω = N (Ḡᵀ Ω) is K Neumann
+    steps of r tangents injected with Σ_j Ω_jk ḡ_j, and C = Δ Q = Ḡ (N Q) is K steps of the
+    r columns of Q followed by every example's inner products ⟨ḡ_i, ·⟩, summed by source.
+    ``power_iterations`` repeat both. α and the divergence check are those of
+    :func:`~attrcore.engine.simulate.stationary_response` (same seed, same α). Needs the
+    full curvature (``curvature_batch_size`` unset): a fresh mini-batch per step makes the
+    map non-symmetric.
+    """
+    from ..errors import DivergenceError
+    from .simulate import _data_curvatures, chunked_hvp
+
+    n, dtype = X.shape[0], theta.dtype
+    budget = sim.memory_budget_mb * 2**20
+    data_batch = 512
+    full = _data_curvatures(mlp, theta, X, y, sim, weight_decay, data_batch, float(n))
+    srcs = [source_index[ci * data_batch : (ci + 1) * data_batch] for ci in range(len(full))]
+    l2 = weight_decay + sim.damping
+    r = min(rank, mlp.n_params)
+
+    def H(U: Tangents) -> Tangents:
+        out = chunked_hvp(full[0], U, budget)
+        for c in full[1:]:
+            out.add_(chunked_hvp(c, U, budget))
+        if len(full) > 1:  # every chunk added the L2 term; keep it once
+            out.add_(U, alpha=-(len(full) - 1) * l2)
+        return out
+
+    gen = torch.Generator().manual_seed(seed)
+    alpha = sim.step_size
+    if alpha is None:  # α = 1/λ_max(H_λ) by power iteration, as the dense scheme does
+        v = Tangents.from_flat(mlp, torch.randn(1, mlp.n_params, generator=gen, dtype=torch.float64).to(dtype))
+        lam = 1.0
+        for _ in range(30):
+            v.mul_(1.0 / float(v.flat().norm()))
+            hv = H(v)
+            lam = float((hv.flat() * v.flat()).sum())
+            v = hv
+        alpha = 1.0 / (1.05 * max(abs(lam), 1e-12))
+
+    K = int(sim.horizon)
+    passes = 2 * (power_iterations + 1)
+    done = [0]
+
+    def neumann(B: Tangents) -> Tangents:
+        """N B, K steps of Z ← (I − αH) Z − α B from Z = 0."""
+        Z = Tangents.zeros(mlp, len(B), dtype)
+        bound = float(B.flat().norm()) / l2 if l2 > 0 else float("inf")
+        for k in range(K):
+            Z.add_(H(Z), alpha=-alpha).add_(B, alpha=-alpha)
+            check = (k + 1) % 10 == 0 or k + 1 == K
+            if not Z.isfinite() or (check and float(Z.flat().norm()) > 10 * bound):
+                raise DivergenceError(
+                    f"the stationary (Neumann) iteration diverged at step {k + 1}; the curvature has "
+                    "directions the damping does not cover: raise `damping`, use `curvature` gauss-newton, "
+                    "or set a smaller `step_size`."
+                )
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], K * passes)
+        return Z
+
+    template = Tangents.zeros(mlp, 1, dtype)
+
+    def gbar_t_times(W: Tensor) -> Tangents:  # Ḡᵀ W: r tangents
+        W = W.to(dtype)
+        out = Tangents.zeros(mlp, W.shape[1], dtype)
+        for curv, s in zip(full, srcs):
+            out.add_(injections(curv, W[s].T.contiguous(), template))
+        return out
+
+    def gbar_times(Z: Tangents) -> Tensor:  # Ḡ Z: [m, r]
+        C = torch.zeros(n_sources, len(Z), dtype=torch.float64)
+        for curv, s in zip(full, srcs):
+            C.index_add_(0, s, example_inner_products(curv, Z).double())
+        return C
+
+    Om = gaussian((n_sources, r), sketch_generator(seed), torch.float64)
+    Qs = orthonormal(neumann(gbar_t_times(Om)))
+    for _ in range(power_iterations):
+        C = gbar_times(neumann(Qs.to(dtype)))
+        Qs = orthonormal(neumann(gbar_t_times(C)))
+    C = gbar_times(neumann(Qs.to(dtype)))
+    info = {"method": "symmetric-neumann-sketch", "power_iterations": power_iterations, "seed": seed}
+    return finish(Qs, C, dtype, info), alpha

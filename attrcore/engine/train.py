@@ -29,7 +29,13 @@ from torch import Tensor
 
 from ..config import SimulationConfig, TrainConfig
 from ..errors import CancelledError, ConfigError, DataError, DivergenceError, ShapeError
-from .compress import CompressedResponses, compress_dense, make_compressed_trajectory, resolve_rank
+from .compress import (
+    CompressedResponses,
+    compress_dense,
+    make_compressed_trajectory,
+    resolve_rank,
+    stationary_sketch,
+)
 from .curvature import make_curvature
 from .model import MLP
 from .simulate import make_trajectory, stationary_response
@@ -261,10 +267,19 @@ class StationarySimulation(Simulator):
             if progress is not None and progress(Progress("stationary", k, K)) is False:
                 raise CancelledError("the simulation was cancelled; nothing was saved.")
 
-        responses, alpha = stationary_response(
-            self.mlp, theta, self.X, self.y, self.src, self.m, self.sim, self.cfg.weight_decay,
-            seed=self.cfg.seed, progress=report,
-        )
+        sim, n = self.sim, self.X.shape[0]
+        full_curvature = sim.curvature_batch_size is None or sim.curvature_batch_size >= n
+        if self.rank is not None and full_curvature and 2 * (self.power_iterations + 1) * self.rank < self.m:
+            # r Neumann tangents instead of m (the map is symmetric): compress.stationary_sketch
+            responses, alpha = stationary_sketch(
+                self.mlp, theta, self.X, self.y, self.src, self.m, sim, self.cfg.weight_decay, self.rank,
+                self.power_iterations, seed=self.cfg.seed, progress=report,
+            )
+        else:
+            responses, alpha = stationary_response(
+                self.mlp, theta, self.X, self.y, self.src, self.m, self.sim, self.cfg.weight_decay,
+                seed=self.cfg.seed, progress=report,
+            )
         self.seconds = time.perf_counter() - t0
         return responses, {"neumann_step_size": alpha}
 

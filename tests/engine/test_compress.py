@@ -402,3 +402,32 @@ def test_compressed_self_influence_is_the_diagonal_of_the_compressed_scores(tiny
     full_g = score(mlp, out.theta, grouped, tiny.X, tiny.y, "loss", out_dtype=torch.float64)
     diag_g = self_scores(mlp, out.theta, grouped, tiny.X, tiny.y, "loss", source_index=tiny.groups)
     assert_close(diag_g.double(), full_g[torch.arange(tiny.n), tiny.groups], rtol=1e-6, atol=1e-9)
+
+
+# ---- stationary: the symmetric Neumann sketch ------------------------------------------------
+
+
+@pytest.mark.parametrize(("curvature", "power_iterations"), [("hessian", 1), ("gauss-newton", 0)])
+def test_the_symmetric_neumann_sketch_projects_the_dense_stationary_responses(tiny, curvature, power_iterations):
+    mlp = MLP(MLPConfig(tiny.d, tiny.n_classes, (5,), "tanh"))
+    cfg = config(epochs=3, weight_decay=1e-3)
+    sim = SimulationConfig(
+        scheme="stationary", horizon=30, damping=1.0, curvature=curvature, power_iterations=power_iterations
+    )
+    dense_out = train(mlp, tiny.X, tiny.y, cfg, dataclasses.replace(sim, rank=None))
+    out = train(mlp, tiny.X, tiny.y, cfg, dataclasses.replace(sim, rank=3))  # 2(q+1)·3 < 24: the sketch
+    comp, dense = out.responses, dense_out.responses
+    assert comp.info["method"] == "symmetric-neumann-sketch" and comp.rank == 3
+    assert out.extras["neumann_step_size"] == dense_out.extras["neumann_step_size"]  # the same α
+    expected = dense @ comp.Q.flat().T
+    assert_close(comp.C, expected, rtol=1e-9, atol=1e-10 * float(expected.abs().max()))
+    if power_iterations == 0:  # Q spans Δᵀ Ω for the run's Ω
+        Om = compress.gaussian((tiny.n, 3), compress.sketch_generator(cfg.seed), torch.float64)
+        Y, Qf = Om.T @ dense, comp.Q.flat()
+        assert_close(Y - (Y @ Qf.T) @ Qf, torch.zeros_like(Y), rtol=0, atol=1e-12)
+    # groups: one coefficient row per group, the members' sum
+    kw = {"source_index": tiny.groups, "n_sources": tiny.n_groups}
+    dense_g = train(mlp, tiny.X, tiny.y, cfg, dataclasses.replace(sim, rank=None), **kw).responses
+    g = train(mlp, tiny.X, tiny.y, cfg, dataclasses.replace(sim, rank=1, power_iterations=0), **kw).responses
+    assert g.info["method"] == "symmetric-neumann-sketch"
+    assert_close(g.C, dense_g @ g.Q.flat().T, rtol=1e-9, atol=1e-12)
