@@ -133,7 +133,7 @@ PAGES = {
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/straighten:"),
         st.Page("pages/cost.py", title="Cost", icon=":material/timer:"),
     ],
-    "Coming soon": [st.Page("pages/mislabeled.py", title="Mislabeled data", icon=":material/label_off:")],
+    "Debug data": [st.Page("pages/mislabeled.py", title="Mislabeled data", icon=":material/label_off:")],
 }
 
 sh.run_routed(st.navigation(PAGES))  # pages check that they run through here: _shared.require_router

@@ -14,7 +14,8 @@ Implementations:
 - ``cost`` — the Cost page: measured cost, the machine, break-even;
 - ``jobs`` — the job runner every long action of the pages goes through;
 - ``compression`` — compressed responses: the Train page's estimate, compressed variants of
-  dense runs (Cost, Evaluate), the compression benchmark's LDS-vs-rank curves.
+  dense runs (Cost, Evaluate), the compression benchmark's LDS-vs-rank curves;
+- ``mislabel`` — the Mislabeled data page: noisy runs, stored signals, review, retrain results.
 
 Uploads live in :mod:`attrcore.data.uploads`.
 """
@@ -62,6 +63,21 @@ from .explore import (
     top_k,
 )
 from .jobs import JobOutcome, JobProgress, run_job
+from .mislabel import (
+    QUICK_SIGNALS,
+    RETRAIN_KIND,
+    SIGNAL_KIND,
+    NoisyRunRequest,
+    flipped_flags,
+    influence_row,
+    judge,
+    mislabel_runs,
+    most_suspicious,
+    retrain_result,
+    signal_result,
+    stored_retrain,
+    stored_signals,
+)
 from .runs import attributable_runs, comparable_runs, run_version, same_training, store_version
 from .training import (
     DEMO_RUN,
@@ -91,6 +107,10 @@ __all__ = [
     "LOOSettings",
     "LOO_DONE_KIND",
     "OPTION_LABELS",
+    "NoisyRunRequest",
+    "QUICK_SIGNALS",
+    "RETRAIN_KIND",
+    "SIGNAL_KIND",
     "ProgressAdapter",
     "SCORES_KIND",
     "TrainRequest",
@@ -111,9 +131,12 @@ __all__ = [
     "error_text",
     "estimate_text",
     "evaluation_available",
+    "flipped_flags",
     "group_responses",
     "horizon_tick",
     "horizon_x",
+    "influence_row",
+    "judge",
     "lds_summary",
     "lds_truth",
     "load_cost",
@@ -122,6 +145,8 @@ __all__ = [
     "measure_cost",
     "measure_readout_cost",
     "measurements",
+    "mislabel_runs",
+    "most_suspicious",
     "parse_hidden",
     "predict",
     "query_scores",
@@ -130,13 +155,17 @@ __all__ = [
     "removal_weights",
     "retrain",
     "run_job",
+    "retrain_result",
     "run_version",
     "same_training",
     "simulation_estimate",
     "save_cost",
+    "signal_result",
     "stage_text",
     "store_version",
     "stored_baselines",
+    "stored_retrain",
+    "stored_signals",
     "subset_predictions",
     "top_k",
     "truth_known",

@@ -48,7 +48,8 @@ PAGES = [
 
 def prepare_store(home: Path) -> None:
     """Two small digits runs (K = 2 and K = 0, same training), LDS ground truth with the
-    Evaluate page's default settings, and a cost measurement of the first run."""
+    Evaluate page's default settings, a cost measurement of the first run, and a digits run
+    with 10 % flipped labels and two review marks for the Mislabeled data page."""
     from attrcore import RunStore, SimulationConfig, TrainConfig
     from attrcore import app as sup
 
@@ -64,6 +65,12 @@ def prepare_store(home: Path) -> None:
     version = sup.run_version(store, "digits-k2")
     sup.lds_truth(store, run, version, sup.LDSSettings())
     sup.save_cost(store, "digits-k2", version, sup.measure_cost(run, query_counts=(1, 4, 16, 64)))
+    # Mislabeled data: a run with 10 % flipped labels (newest, so the page opens on it), two marks
+    from attrcore import mislabel as ml
+
+    noisy = sup.NoisyRunRequest("digits", 0.1, None, 0, "digits-noisy", hidden=(32,), train=TrainConfig(epochs=10))
+    noisy.fit_and_save(store)
+    ml.set_marks(store, "digits-noisy", [ml.Mark(0, "remove"), ml.Mark(1, "relabel", 3)])
     store.close()
 
 
@@ -165,6 +172,9 @@ def test_page_renders_without_exception(browser, server, name, path, heading):
         assert heading in page.locator("h1").first.inner_text()
         nav = page.get_by_test_id("stSidebarNav").inner_text()
         assert "Mislabeled data" in nav and "shared" not in nav, f"app.py's navigation is not in place: {nav!r}"
+        if name == "mislabeled":  # the noisy run is ranked and its marks are listed
+            body = page.get_by_test_id("stMain").inner_text()
+            assert "flipped on purpose" in body and "2 mark(s)" in body, body[:800]
         # Streamlit scrolls inside stMain: grow the viewport to the content for a full-page shot
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
         page.set_viewport_size({"width": 1400, "height": max(900, min(int(height) + 20, 12_000))})
