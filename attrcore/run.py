@@ -236,8 +236,13 @@ def fit(
     sources: str | Sources = "example",
     groups: np.ndarray | None = None,
     progress: ProgressFn | None = None,
+    executor=None,
 ) -> TrainedRun:
-    """Train an MLP on ``data`` and simulate every source's response in the same run."""
+    """Train an MLP on ``data`` and simulate every source's response in the same run.
+
+    ``executor`` (:class:`attrcore.executors.Executor`) shards the simulation over workers
+    (same result); how it went is kept in ``run.metrics["sharding"]``.
+    """
     dataset = load_dataset(data) if isinstance(data, str) else data
     train_config = train_config or TrainConfig()
     simulation = simulation or SimulationConfig()
@@ -252,7 +257,7 @@ def fit(
     out = train(
         mlp, dataset.X_train, dataset.y_train, train_config, simulation,
         source_index=src.index, n_sources=src.m, X_val=dataset.X_test, y_val=dataset.y_test,
-        progress=progress,
+        progress=progress, executor=executor,
     )
     responses = out.responses
     if isinstance(responses, Tensor):
@@ -260,6 +265,8 @@ def fit(
     last = out.history[-1] if out.history else {}
     metrics = {k: last[k] for k in ("train_accuracy", "test_accuracy", "loss") if k in last}
     timings = dict(out.timings, wall_seconds=time.perf_counter() - t0)
+    if "sharding" in out.extras:
+        metrics["sharding"] = out.extras["sharding"]
     if "neumann_step_size" in out.extras:
         metrics["neumann_step_size"] = out.extras["neumann_step_size"]
     spec = RunSpec(dataset.spec, mcfg, train_config, simulation, SourcesSpec(src.kind, src.m))

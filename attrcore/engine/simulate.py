@@ -86,10 +86,14 @@ def flush_coefficients(lrs: Tensor, momentum: float) -> Tensor:
 
 
 def _membership(batch_sources: Tensor) -> tuple[Tensor, Tensor]:
-    """Distinct sources in the batch and the 0/1 membership matrix ``[S, B]``."""
-    uniq, inverse = torch.unique(batch_sources, return_inverse=True)
+    """Distinct sources in the batch and the 0/1 membership matrix ``[S, B]``.
+
+    Examples with source id −1 (no source: another shard's, see ``shard.py``) are left out.
+    """
+    keep = torch.nonzero(batch_sources >= 0).squeeze(1)
+    uniq, inverse = torch.unique(batch_sources[keep], return_inverse=True)
     M = torch.zeros(len(uniq), len(batch_sources))
-    M[inverse, torch.arange(len(batch_sources))] = 1.0
+    M[inverse, keep] = 1.0
     return uniq, M
 
 
@@ -133,6 +137,8 @@ class FullTrajectory:
             self.row_of[new] = rows
             self.source_of_row[rows] = new
             self.n_active = n_old + len(new)
+        if not len(uniq):  # no source in this batch (a shard's run): nothing to inject
+            return
         G = curv.source_grads(M)
         rows = self.row_of[uniq]
         if self.V is not None:
@@ -183,7 +189,7 @@ class ShortTrajectory:
     def step(self, t: int, curv: MLPCurvature, batch_sources: Tensor) -> None:
         lr, K, R = float(self.lrs[t]), self.K, self.R
         uniq, M = _membership(batch_sources)
-        G = curv.source_grads(M)  # S tangents
+        G = curv.source_grads(M) if len(uniq) else Tangents.zeros(self.mlp, 0, self.U.dtype)  # S tangents
         if K == 0:
             self.Delta.index_add_(uniq, G, alpha=-(lr + float(self.c[t])))
             return
@@ -253,7 +259,8 @@ def stationary_response(
     gbar = Tangents.zeros(mlp, n_sources, dtype)
     for ci, curv in enumerate(full):
         uniq, M = _membership(source_index[ci * data_batch : (ci + 1) * data_batch])
-        gbar.index_add_(uniq, curv.source_grads(M))
+        if len(uniq):
+            gbar.index_add_(uniq, curv.source_grads(M))
 
     gen = torch.Generator().manual_seed(seed)
     l2 = weight_decay + sim.damping

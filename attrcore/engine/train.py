@@ -294,18 +294,23 @@ def _source_ids(source_index, n_sources: int | None, n: int) -> tuple[Tensor, in
             f"source index has shape {tuple(src.shape)}; it needs one source id per training example ({n})."
         )
     m = int(n_sources if n_sources is not None else int(src.max()) + 1)
-    if int(src.min()) < 0 or int(src.max()) >= m:
-        raise ConfigError(f"source ids must be in 0..{m - 1}.")
+    if int(src.min()) < -1 or int(src.max()) >= m:
+        raise ConfigError(f"source ids must be in 0..{m - 1} (−1: no source).")
     return src, m
 
 
 def make_simulator(sim: SimulationConfig | None, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
                    w: Tensor | None, orders: list, source_index, n_sources: int | None, lrs: Tensor,
-                   dtype: torch.dtype) -> Simulator:
-    """The simulator of ``sim``'s scheme (the no-op :class:`Simulator` for none / None)."""
+                   dtype: torch.dtype, executor=None) -> Simulator:
+    """The simulator of ``sim``'s scheme (the no-op :class:`Simulator` for none / None);
+    sharded over ``executor``'s workers after training when it is not in process."""
     if sim is None or sim.scheme == "none":
         return Simulator()
     src, m = _source_ids(source_index, n_sources, X.shape[0])
+    if executor is not None and executor.distributed:
+        from .shard import ShardedSimulation
+
+        return ShardedSimulation(executor, sim, mlp, cfg, X, y, w, src, m, len(lrs))
     if sim.scheme == "trajectory":
         return TrajectorySimulation(sim, mlp, cfg, X, y, w, orders, src, m, lrs, dtype)
     return StationarySimulation(sim, mlp, cfg, X, y, src, m)
@@ -327,6 +332,7 @@ def train(
     y_val=None,
     progress: ProgressFn | None = None,
     checkpoint_epochs: tuple[int, ...] = (),
+    executor=None,
 ) -> TrainOutput:
     """Train ``mlp`` on ``X [n, d]``, ``y [n]``; simulate responses when ``sim`` asks.
 
@@ -334,7 +340,11 @@ def train(
     example); ``weights [n]`` are per-example loss weights (default 1; used by the
     retraining of evaluations and by the finite-difference tests).
     ``progress`` gets a :class:`Progress` per epoch; returning ``False`` cancels the run
-    (:class:`CancelledError`, nothing is kept).
+    (:class:`CancelledError`, nothing is kept). A source id of −1 marks an example that is
+    no source's (never injected; the sharded simulation uses it).
+    ``executor`` (:class:`attrcore.executors.Executor`, not in process) simulates in shards
+    after training (:mod:`attrcore.engine.shard`); the result equals the in-process one and
+    ``extras["sharding"]`` reports the shards and any retried after a worker died.
     """
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     X = _as_tensor(X, dtype, "the training inputs X")
@@ -361,7 +371,7 @@ def train(
     steps_per_epoch = len(orders[0])
     lrs = step_learning_rates(cfg, steps_per_epoch)
     velocity = torch.zeros_like(theta) if cfg.momentum else None
-    simulator = make_simulator(sim, mlp, cfg, X, y, w, orders, source_index, n_sources, lrs, dtype)
+    simulator = make_simulator(sim, mlp, cfg, X, y, w, orders, source_index, n_sources, lrs, dtype, executor)
 
     Xv = None if X_val is None else _as_tensor(X_val, dtype, "the test inputs")
     yv = None if y_val is None else torch.as_tensor(np.asarray(y_val)).long()

@@ -18,10 +18,8 @@ from ..config import TrainConfig
 from ..engine.measures import measure as measure_fn
 from ..engine.model import MLP, MLPConfig
 from ..engine.train import Progress, ProgressFn, train
-from ..errors import CancelledError, ConfigError
-
-DASK_CONNECT_TIMEOUT = "20s"
-
+from ..errors import CancelledError
+from ..executors import Executor
 
 # ----------------------------------------------------------------------------- units
 
@@ -65,9 +63,9 @@ def _train_and_measure(
         torch.set_num_threads(threads)
 
 
-def _unit_task(uid: int, X, y, X_q, y_q, spec: dict) -> tuple[int, np.ndarray]:
+def _unit_task(spec: dict, X, y, X_q, y_q) -> np.ndarray:
     """A worker's unit of work (module level so that joblib and Dask can import it)."""
-    return uid, _train_and_measure(X, y, X_q, y_q, **spec)
+    return _train_and_measure(X, y, X_q, y_q, **spec)
 
 
 @dataclass
@@ -137,51 +135,10 @@ def _run_units(
 
 
 def _execute(todo: list[_Unit], data: tuple, scheduler, n_jobs: int):
-    """Yield ``(uid, outputs)`` as units finish, on the chosen engine."""
-    if scheduler is not None:
-        yield from _execute_dask(todo, data, scheduler)
-        return
-    if n_jobs == 1 or len(todo) == 1:
-        for uid, u in enumerate(todo):
-            yield _unit_task(uid, *data, u.spec)
-        return
-    from joblib import Parallel, delayed  # only the engine in use is imported
-
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-    yield from parallel(delayed(_unit_task)(uid, *data, u.spec) for uid, u in enumerate(todo))
-
-
-def _execute_dask(todo: list[_Unit], data: tuple, scheduler):
+    """Yield ``(uid, outputs)`` as units finish, on the chosen engine (:mod:`attrcore.executors`)."""
+    ex = Executor.resolve(scheduler=scheduler, n_jobs=n_jobs)
     try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - distributed is in requirements.txt
-        raise ConfigError(
-            "a Dask scheduler was given but the 'distributed' package is missing; "
-            "install it with `pip install distributed`."
-        ) from None
-    own = not isinstance(scheduler, Client)
-    if own:
-        try:
-            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise ConfigError(
-                f"could not connect to the Dask scheduler at {scheduler!r} ({err}); check the "
-                "address (tcp://host:8786) and that `dask scheduler` and its workers are running."
-            ) from None
-    else:
-        client = scheduler
-    futures = []
-    try:
-        # every worker gets the data once, not once per unit
-        shared = client.scatter(list(data), broadcast=True)
-        futures = [
-            client.submit(_unit_task, uid, *shared, u.spec, pure=False)
-            for uid, u in enumerate(todo)
-        ]
-        for fut in as_completed(futures):
-            yield fut.result()
+        yield from ex.map_unordered(_unit_task, [u.spec for u in todo], shared=data)
     finally:
-        if futures:
-            client.cancel(futures)
-        if own:
-            client.close()
+        if ex is not scheduler:
+            ex.close()

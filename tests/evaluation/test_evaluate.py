@@ -222,7 +222,9 @@ def test_engines_give_identical_ground_truth(setting, tmp_path):
 
 def test_unreachable_scheduler_is_a_config_error(setting, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(executors, "DASK_CONNECT_TIMEOUT", "1s")
+    import attrcore.executors as shared_executors
+
+    monkeypatch.setattr(shared_executors, "DASK_CONNECT_TIMEOUT", "1s")
     ds, mcfg, cfg = setting
     with pytest.raises(ConfigError, match="Dask scheduler"):
         E.lds_ground_truth(ds, mcfg, cfg, n_subsets=2, ceiling_seeds=0, store=RunStore(tmp_path),
