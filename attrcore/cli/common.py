@@ -77,6 +77,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("simulation")
     add_options(s, SimulationConfig)
     s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
+    d = p.add_argument_group("scale-out (the result is the same; see attrcore.engine.shard)")
+    d.add_argument("--workers", type=int, metavar="N",
+                   help="simulate in shards on a Dask LocalCluster of N worker processes")
+    d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="simulate in shards on this Dask cluster")
     p.add_argument("--run", help="name to save the run under in the store")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
 
@@ -128,7 +132,7 @@ def _progress_bar(total: int, desc: str):
             bar.set_description(p.stage)
         bar.n = p.done
         if p.metrics:
-            shown = ("loss", "train_accuracy", "test_accuracy")
+            shown = ("loss", "train_accuracy", "test_accuracy", "retried")
             bar.set_postfix({k: f"{v:.3f}" for k, v in p.metrics.items() if k in shown})
         bar.refresh()
 

@@ -19,6 +19,16 @@ from .attribute import cli_attribute
 from .common import _configs, _dataset, _print_top, _progress_bar, _queries, _store
 
 
+def _executor(args):
+    """The executor ``--workers``/``--scheduler`` ask for (None: simulate in this process)."""
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is None and scheduler is None:
+        return None
+    from ..executors import Executor
+
+    return Executor.resolve(scheduler=scheduler, workers=workers)
+
+
 def cmd_train(args, keep: bool = False):
     store = _store()
     if args.run and store.exists(args.run) and not args.overwrite:
@@ -26,11 +36,20 @@ def cmd_train(args, keep: bool = False):
     dataset = _dataset(args)
     train_cfg, sim = _configs(args)
     bar, cb = _progress_bar(train_cfg.epochs, "train")
+    executor = _executor(args)
     try:
         run = fit(dataset, hidden=parse_hidden(args.hidden), activation=args.activation,
-                  train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb)
+                  train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb,
+                  executor=executor)
     finally:
         bar.close()
+        if executor is not None:
+            executor.close()
+    if "sharding" in run.metrics:
+        sh = run.metrics["sharding"]
+        retried = f", {sh['retried_shards']} retried after a worker died" if sh["retried_shards"] else ""
+        print(f"simulated in {sh['tasks']} shard task(s) of {sh['shard_kind']} on {sh['engine']} "
+              f"({sh['workers']} workers){retried}", file=sys.stderr)
     t = run.timings
     print(f"trained {dataset.name}: test accuracy {run.metrics.get('test_accuracy', float('nan')):.4f}, "
           f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "

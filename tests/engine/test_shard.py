@@ -129,3 +129,16 @@ def test_no_source_rows_other_schemes(problem, sim):
     part[3] = 0  # one source: most batches hold none
     out = train(mlp, X, y, cfg, sim, source_index=part, n_sources=1).responses
     torch.testing.assert_close(out, full[3:4], rtol=1e-12, atol=1e-15)
+
+
+def test_cli_scale_out_flags(tmp_path, monkeypatch, capsys):
+    import attrcore.executors as executors
+    from attrcore.cli.main import main
+
+    monkeypatch.setenv("ATTRCORE_HOME", str(tmp_path))
+    monkeypatch.setattr(executors, "DASK_CONNECT_TIMEOUT", "1s")
+    argv = ["train", "--train", "moons", "--n-samples", "60", "--epochs", "1", "--hidden", "4"]
+    assert main([*argv, "--scheduler", "tcp://127.0.0.1:1"]) != 0
+    assert "could not connect to the Dask scheduler" in capsys.readouterr().err
+    assert main([*argv, "--workers", "0"]) != 0
+    assert "workers must be a whole number" in capsys.readouterr().err
