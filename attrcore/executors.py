@@ -27,6 +27,7 @@ the caller, and a task that keeps killing its worker raises :class:`ExecutionErr
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,7 @@ class ExecutionReport:
     tasks: int = 0
     retried: dict[int, int] = field(default_factory=dict)
     address: str | None = None
+    unknown: list[int] = field(default_factory=list)  # tasks whose retries the scheduler did not tell
 
     @property
     def n_retried(self) -> int:
@@ -67,6 +69,7 @@ class ExecutionReport:
             "tasks": self.tasks,
             "retried": {str(k): v for k, v in sorted(self.retried.items())},
             "address": self.address,
+            "retries_unknown": list(self.unknown),
         }
 
     def summary(self) -> str:
@@ -248,9 +251,15 @@ class Executor:
                 client.cancel(futures)
 
     def _note_retries(self, key, i: int) -> None:
-        try:
-            deaths = self.client.run_on_scheduler(_suspicious, keys=[key]).get(key, 0)
-        except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: nothing to report
+        """Worker deaths under task ``i``, from the scheduler (asked again if it is busy)."""
+        for attempt in range(3):
+            try:
+                deaths = self.client.run_on_scheduler(_suspicious, keys=[key]).get(key, 0)
+                break
+            except Exception:  # noqa: BLE001 - a busy or refusing scheduler: ask again, then give up
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            self.report.unknown.append(i)
             return
         if deaths:
             self.report.retried[i] = deaths

@@ -294,6 +294,22 @@ class ShardedSimulation(Simulator):
         self.curvature = sim.curvature
         self.args = (executor, mlp, X, y, w, cfg, sim, src, m, self.rank, total_steps)
 
+    @staticmethod
+    def applies(sim: SimulationConfig, m: int, p: int, total_steps: int, itemsize: int) -> bool:
+        """Whether sharding gives the in-process result: dense responses (any scheme), the
+        compressed full horizon, or a compressed short horizon whose dense Δ fits the budget
+        (compressed afterwards either way). The compressed stationary sketch and the one-pass
+        sketch of a short horizon run in process."""
+        from .compress import resolve_rank
+
+        rank, _ = resolve_rank(sim.rank, m, p)
+        if rank is None:
+            return True
+        if sim.scheme != "trajectory":
+            return False
+        full = sim.horizon is None or sim.horizon >= total_steps
+        return full or m * p * itemsize <= sim.memory_budget_mb * 2**20
+
     def finish(self, theta, progress):
         t0 = time.perf_counter()
         responses, report = simulate_sharded(*self.args, progress=progress)

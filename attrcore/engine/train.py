@@ -303,14 +303,16 @@ def make_simulator(sim: SimulationConfig | None, mlp: MLP, cfg: TrainConfig, X: 
                    w: Tensor | None, orders: list, source_index, n_sources: int | None, lrs: Tensor,
                    dtype: torch.dtype, executor=None) -> Simulator:
     """The simulator of ``sim``'s scheme (the no-op :class:`Simulator` for none / None);
-    sharded over ``executor``'s workers after training when it is not in process."""
+    sharded over ``executor``'s workers after training when it is not in process and the
+    scheme shards to the same result (see :meth:`ShardedSimulation.applies`)."""
     if sim is None or sim.scheme == "none":
         return Simulator()
     src, m = _source_ids(source_index, n_sources, X.shape[0])
     if executor is not None and executor.distributed:
         from .shard import ShardedSimulation
 
-        return ShardedSimulation(executor, sim, mlp, cfg, X, y, w, src, m, len(lrs))
+        if ShardedSimulation.applies(sim, m, mlp.n_params, len(lrs), X.element_size()):
+            return ShardedSimulation(executor, sim, mlp, cfg, X, y, w, src, m, len(lrs))
     if sim.scheme == "trajectory":
         return TrajectorySimulation(sim, mlp, cfg, X, y, w, orders, src, m, lrs, dtype)
     return StationarySimulation(sim, mlp, cfg, X, y, src, m)

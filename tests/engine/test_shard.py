@@ -102,6 +102,7 @@ def test_dead_worker_is_retried_and_reported(cluster, tmp_path):
     assert results == {0: 5, 1: 15, 2: 25, 3: 35}  # nothing dropped
     assert os.path.exists(marker)
     assert cluster.report.retried.get(base + 1, 0) >= 1, cluster.report.to_dict()  # reported, by task number
+    assert not cluster.report.unknown
     assert "retried after a worker died" in cluster.report.summary()
 
 
@@ -142,3 +143,13 @@ def test_cli_scale_out_flags(tmp_path, monkeypatch, capsys):
     assert "could not connect to the Dask scheduler" in capsys.readouterr().err
     assert main([*argv, "--workers", "0"]) != 0
     assert "workers must be a whole number" in capsys.readouterr().err
+
+
+def test_schemes_that_do_not_shard_run_in_process(cluster, problem):
+    """The compressed stationary sketch has no sharded form: it runs in process, same result."""
+    mlp, X, y, cfg = problem
+    sim = SimulationConfig(scheme="stationary", horizon=3, rank=4)
+    ref = train(mlp, X, y, cfg, sim)
+    out = train(mlp, X, y, cfg, sim, executor=cluster)
+    assert "sharding" not in out.extras
+    torch.testing.assert_close(_dense(out.responses), _dense(ref.responses), rtol=0, atol=0)
