@@ -171,3 +171,23 @@ with c2:
         plots.memory_bars(short, [r["total MB"] * 1e6 for r in summary], title="memory for all sources", unit="MB"),
         "cost_memory_total",
     )
+
+# the scaling benchmark (benchmarks/scale_bench.py): committed figures, not measured here
+from attrcore.app import scale as scale_bench  # noqa: E402 - the section's own helper
+
+doc = scale_bench.scale_report()
+if doc is not None:
+    st.subheader("Scaling benchmark (committed figures)")
+    c1, c2 = st.columns(2)
+    with c1:
+        sh.chart(plots.scaling_lines(scale_bench.scale_series(doc)), "scale_query")
+    with c2:
+        sh.chart(
+            plots.scaling_lines(
+                scale_bench.scale_series(doc, y="setup_seconds"), y_title="setup seconds", title="Setup against n"
+            ),
+            "scale_setup",
+        )
+    st.caption(f"From `{doc.get('command', 'benchmarks/scale_bench.py')}`, {doc.get('date', '?')}; "
+               "table and missing cells in benchmarks/scale.md.")
+

@@ -56,7 +56,8 @@ def measure(
     """f per query: ``logits [..., C]``, ``y [...]`` → ``[...]``."""
     _check(kind)
     t = _target(logits, y, target_class if kind in ("logit", "prob") else None)
-    onehot = torch.nn.functional.one_hot(t, logits.shape[-1]).to(torch.bool)
+    # a comparison, not one_hot: also works under torch.func.vmap (DVEmb's per-example gradients)
+    onehot = t.unsqueeze(-1) == torch.arange(logits.shape[-1], device=logits.device)
     zt = logits.gather(-1, t.unsqueeze(-1)).squeeze(-1)
     if kind == "margin":
         return zt - torch.logsumexp(logits.masked_fill(onehot, float("-inf")), dim=-1)

@@ -43,6 +43,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("if-explicit", "Influence function (last layer)"),
         MethodInfo("if-cg", "Influence function (CG, whole network)"),
         MethodInfo("tracin", "TracIn", needs_checkpoints=True),
+        MethodInfo("dvemb", "DVEmb (dattri, trajectory-aware)"),
         MethodInfo("grad-dot", "Gradient dot product"),
         MethodInfo("random", "Random (control)"),
     )
@@ -102,6 +103,10 @@ def make_method(method: str, mlp: MLP, runs: Sequence, train_cfg: TrainConfig, *
         return GradDot(mlp, run.theta, **common, **options)
     if method == "random":
         return RandomScores(mlp, **common, **options)
+    if method == "dvemb":
+        from .dvemb import DVEmb  # dattri is imported only when DVEmb is used
+
+        return DVEmb(mlp, run.theta, train_cfg, **common, **options)
     epochs = sorted(e for e in run.checkpoints if e < train_cfg.epochs)
     if not epochs:
         raise ConfigError(

@@ -17,7 +17,8 @@ Implementations, by page:
 - ``cost`` — Cost: :func:`cost_curves`, :func:`memory_bars`;
 - ``mislabel`` — Mislabeled data: :func:`found_vs_inspected`, :func:`detection_bars`,
   :func:`accuracy_bars`;
-- ``compress`` — compressed responses (Evaluate): :func:`lds_against_rank`.
+- ``compress`` — compressed responses (Evaluate): :func:`lds_against_rank`;
+- ``scale`` — the scaling benchmark (Cost): :func:`scaling_lines`.
 """
 
 from .compress import lds_against_rank
@@ -26,6 +27,7 @@ from .evaluation import lds_bars, lds_curves, predicted_vs_actual
 from .examples import decision_boundary, example_mosaic, feature_heatmap, points_scatter
 from .explore import agreement_heatmap, counterfactual_bars, method_scatter, score_bars
 from .mislabel import accuracy_bars, detection_bars, found_vs_inspected
+from .scale import scaling_lines
 from .style import CLASS_COLOURS, NEUTRAL, OPPONENT, PROPONENT, QUERY, class_colour
 from .training import training_curves
 
@@ -53,5 +55,6 @@ __all__ = [
     "points_scatter",
     "predicted_vs_actual",
     "score_bars",
+    "scaling_lines",
     "training_curves",
 ]

@@ -1,0 +1,43 @@
+"""The scaling benchmark's report on the Cost page: series and log-log figures."""
+
+from __future__ import annotations
+
+import json
+
+from attrcore import plots
+from attrcore.app import scale
+
+
+def test_series_and_figure(tmp_path):
+    rows = [
+        {
+            "n": 4000,
+            "params": "80k",
+            "p": 78858,
+            "method": "grouped-100",
+            "seconds_per_query": 0.003,
+            "setup_seconds": 120,
+        },
+        {
+            "n": 20000,
+            "params": "80k",
+            "p": 78858,
+            "method": "grouped-100",
+            "seconds_per_query": 0.003,
+            "setup_seconds": 600,
+        },
+        {"n": 4000, "params": "80k", "p": 78858, "method": "trak-10", "seconds_per_query": 0.14, "setup_seconds": 300},
+        {"n": 4000, "params": "300k", "p": 288778, "method": "trak-10", "seconds_per_query": 0.5, "setup_seconds": 900},
+        {"n": 20000, "params": "80k", "method": "trak-10", "error": "timeout"},
+    ]
+    path = tmp_path / "scale.json"
+    path.write_text(json.dumps({"rows": rows, "command": "x"}))
+    doc = scale.scale_report(path)
+    assert scale.scale_report(tmp_path / "missing.json") is None
+    s = scale.scale_series(doc)  # against n at the smallest model; the failed cell is left out
+    assert s == {"grouped-100": ([4000, 20000], [3.0, 3.0]), "trak-10": ([4000], [140.0])}
+    by_p = scale.scale_series(doc, y="setup_seconds", against="p")
+    assert by_p["trak-10"] == ([78858, 288778], [300.0, 900.0])
+    fig = plots.scaling_lines(s)
+    assert [t.name for t in fig.data] == ["grouped-100", "trak-10"]
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
