@@ -210,11 +210,11 @@ def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget,
         for layer, (W, _b) in enumerate(layers):
             o, i = W.shape
             dW = stack.W[layer][sl].to(dtype).reshape(S * o, i)
-            rz = torch.mm(dW, acts_T[layer]).view(S, o, Q)
-            rz += stack.b[layer][sl].to(dtype).unsqueeze(2)
+            bias = stack.b[layer][sl].to(dtype).reshape(S * o, 1)
+            rz = torch.addmm(bias, dW, acts_T[layer]).view(S, o, Q)  # the bias in the GEMM's epilogue
             if ra is not None:
                 rz += torch.matmul(W, ra)
-            ra = d1_T[layer] * rz if layer < L - 1 else rz
+            ra = rz.mul_(d1_T[layer]) if layer < L - 1 else rz  # in place: one memory pass fewer
         # df = Σ_c ∂f/∂z_c · dz_c  (the last step of the JVP through f)
         out[sl] = (ra * g_T).sum(1)
     return out.T.contiguous()
