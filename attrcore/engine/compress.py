@@ -327,7 +327,7 @@ class StreamingSketch:
         self.W.index_add_(1, idx, psi_u, alpha=alpha)
         return self
 
-    def finalize(self, power_iterations: int = 0) -> CompressedResponses:
+    def finalize(self) -> CompressedResponses:
         Qs = orthonormal(self.Y)  # [k rows]
         PQ = self.Psi.flat().double() @ Qs.flat().double().T  # [l, k]
         X = torch.linalg.lstsq(PQ, self.W.double()).solution  # [k, m]
@@ -639,7 +639,7 @@ class SketchedTrajectory:
         self.W = self.Omega.to(rp.dtype)
         self.U = Tangents.zeros(rp.mlp, self.r, rp.dtype)
         self.V = Tangents.zeros(rp.mlp, self.r, rp.dtype) if rp.momentum else None
-        self.sketch: Tangents | None = None
+        self.sketch: Tangents | None = None  # after finalize: the forward sketch Y = Δᵀ Ω (r rows)
 
     def record(self, t: int, theta: Tensor, velocity: Tensor | None) -> None:
         self.recording.record(t, theta, velocity)
