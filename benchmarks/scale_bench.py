@@ -252,7 +252,11 @@ def write(doc: dict, out_dir: Path) -> None:
         "| ×TRAK-10 speed | LDS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    trak10 = {(r["n"], r["params"]): r["seconds_per_query"] for r in doc["rows"] if r["method"] == "trak-10"}
+    trak10 = {
+        (r["n"], r["params"]): r["seconds_per_query"]
+        for r in doc["rows"]
+        if r["method"] == "trak-10" and "error" not in r
+    }
     for r in doc["rows"]:
         if "error" in r:
             lines.append(f"| {r['n']} | {r['params']} | {r['method']} | — | failed: {r['error'][:80]} |||||||")
