@@ -268,8 +268,9 @@ class SimulationConfig:
     scheme: str = option("trajectory", "how responses are simulated (none = train only)", choices=SCHEMES)
     horizon: int | None = option(None, "K: an integer ≥ 0, or 'full' (trajectory)", type=parse_horizon,
                                  label="horizon K")
-    curvature: str = option("hessian", "curvature of the training loss used in the simulation",
-                            choices=CURVATURES)
+    curvature: str = option("hessian", "curvature of the training loss used in the simulation (ekfac: "
+                            "trajectory only, continuous-time propagation in a per-segment EK-FAC eigenbasis)",
+                            choices=(*CURVATURES, "ekfac"))
     damping: float = option(0.01, "stationary: λ added to the curvature")
     step_size: float | None = option(None, "stationary: Neumann step α (default 1/λ_max)", type=float)
     curvature_batch_size: int | None = option(None, "stationary: curvature mini-batch (default all data)",
@@ -287,6 +288,8 @@ class SimulationConfig:
         "is ≥ 8× smaller than dense and m ≥ 1024, else dense", type=parse_rank, label="rank",
     )
     power_iterations: int = option(1, "compressed: power iterations of the range finder (default 1)")
+    segment_steps: int | None = option(None, "ekfac: training steps per curvature segment (default: one epoch)",
+                                       type=int)
 
     def __post_init__(self) -> None:
         _check_choice("scheme", self.scheme, SCHEMES)
@@ -300,7 +303,19 @@ class SimulationConfig:
             raise ConfigError(
                 "the stationary scheme needs a number of Neumann steps: set `horizon` to K ≥ 1 (e.g. 100)."
             )
-        _check_choice("curvature", self.curvature, CURVATURES)
+        _check_choice("curvature", self.curvature, (*CURVATURES, "ekfac"))
+        if self.curvature == "ekfac" and self.scheme != "trajectory":
+            raise ConfigError(
+                "the ekfac curvature is a trajectory propagation (continuous-time, per segment) (`curvature`); "
+                "use the trajectory scheme, or curvature hessian / gauss-newton for the stationary scheme."
+            )
+        if self.segment_steps is not None and (
+            isinstance(self.segment_steps, bool) or not isinstance(self.segment_steps, int) or self.segment_steps < 1
+        ):
+            raise ConfigError(
+                f"segment steps must be a whole number ≥ 1 or None (one epoch) (`segment_steps`), got "
+                f"{self.segment_steps!r}."
+            )
         if not (math.isfinite(self.damping) and self.damping >= 0):
             raise ConfigError(f"damping must be ≥ 0 (`damping`), got {self.damping}.")
         if self.step_size is not None and not self.step_size > 0:

@@ -223,7 +223,17 @@ class TrajectorySimulation(Simulator):
         self.curvature, self.backend = sim.curvature, sim.backend
         self.mlp, self.cfg, self.src = mlp, cfg, src
         budget = sim.memory_budget_mb * 2**20
-        if self.rank is None:
+        if sim.curvature == "ekfac":
+            from .ekfac import EKFACTrajectory
+
+            # the step only needs activations and δ (no σ'' caches); the responses come out
+            # dense and are compressed afterwards when a rank is set (Simulator.output)
+            self.curvature = "gauss-newton"
+            self.impl = EKFACTrajectory(
+                mlp, m, lrs, cfg.momentum, dtype, budget, horizon=sim.horizon,
+                segment_steps=sim.segment_steps or len(orders[0]), weight_decay=cfg.weight_decay,
+            )
+        elif self.rank is None:
             self.impl = make_trajectory(
                 sim.horizon, len(lrs), mlp=mlp, n_sources=m, lrs=lrs, momentum=cfg.momentum, dtype=dtype,
                 budget_bytes=budget, batch_size=cfg.batch_size,
@@ -247,7 +257,8 @@ class TrajectorySimulation(Simulator):
         t0 = time.perf_counter()
         responses = self.impl.finalize()
         self.seconds += time.perf_counter() - t0
-        return responses, {}
+        parts = getattr(self.impl, "parts_seconds", None)  # EK-FAC: factors / rotations / injections
+        return responses, ({"simulation_parts": dict(parts)} if parts else {})
 
 
 class StationarySimulation(Simulator):
