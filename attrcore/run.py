@@ -93,6 +93,7 @@ class TrainedRun:
     metrics: dict = field(default_factory=dict)
     name: str | None = None
     recorded: dict | None = None  # the config exactly as the store holds it (loaded runs)
+    simulation_reason: str | None = None  # why this simulation (the measured default), None: set explicitly
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -190,7 +191,8 @@ class TrainedRun:
             name, config=self.config, tensors=self.tensors(), history=self.history,
             timings=self.timings, metrics=self.metrics,
             meta={"source_names": list(self.source_names), "n_sources": self.n_sources,
-                  "bytes_per_source": self.bytes_per_source(), "compression": self.compression},
+                  "bytes_per_source": self.bytes_per_source(), "compression": self.compression,
+                  "simulation_reason": self.simulation_reason},
             overwrite=overwrite,
         )
         self.name = name
@@ -222,7 +224,7 @@ class TrainedRun:
             source_index=t["source_index"].numpy(),
             source_names=tuple(rec.meta.get("source_names", ())),
             history=list(rec.history), timings=dict(rec.timings), metrics=dict(rec.metrics),
-            name=name,
+            name=name, simulation_reason=rec.meta.get("simulation_reason"),
         )
 
 
@@ -237,21 +239,29 @@ def fit(
     groups: np.ndarray | None = None,
     progress: ProgressFn | None = None,
     executor=None,
+    simulation_reason: str | None = None,
 ) -> TrainedRun:
     """Train an MLP on ``data`` and simulate every source's response in the same run.
 
     ``executor`` (:class:`attrcore.executors.Executor`) shards the simulation over workers
     (same result); how it went is kept in ``run.metrics["sharding"]``.
+    Without ``simulation`` the measured-best setting for this model and data size is used
+    (:func:`~attrcore.engine.choose.choose_simulation`) and the run keeps the reason
+    (:attr:`TrainedRun.simulation_reason`, saved with it).
     """
     dataset = load_dataset(data) if isinstance(data, str) else data
     train_config = train_config or TrainConfig()
-    simulation = simulation or SimulationConfig()
     src = sources if isinstance(sources, Sources) else make_sources(dataset, sources, groups)
     if src.index.shape != (dataset.n_train,):
         raise ShapeError(
             f"the sources cover {src.index.shape[0]} examples but the training set has {dataset.n_train}."
         )
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, tuple(hidden), activation)
+    if simulation is None:
+        from .engine.choose import choose_simulation
+
+        choice = choose_simulation(mcfg, train_config, dataset.n_train, src.m)
+        simulation, simulation_reason = choice.config, choice.reason
     mlp = MLP(mcfg)
     t0 = time.perf_counter()
     out = train(
@@ -273,5 +283,5 @@ def fit(
     return TrainedRun(
         spec=spec, mlp=mlp, theta=out.theta, responses=responses,
         source_index=np.asarray(src.index), source_names=tuple(src.names),
-        history=out.history, timings=timings, metrics=metrics,
+        history=out.history, timings=timings, metrics=metrics, simulation_reason=simulation_reason,
     )

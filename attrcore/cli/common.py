@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 
-from ..config import SimulationConfig, TrainConfig, options
+from ..config import SimulationConfig, TrainConfig, options, parse_hidden
 from ..data.datasets import load_dataset, load_queries
 from ..data.sources import SOURCE_KINDS
 from ..engine.measures import MEASURES
-from ..engine.model import ACTIVATIONS
+from ..engine.model import ACTIVATIONS, MLPConfig
 from ..engine.readout import READOUTS
 from ..store.runstore import RunStore
 
@@ -74,8 +74,13 @@ def add_model_flags(p: argparse.ArgumentParser, title: str = "model and training
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
-    s = p.add_argument_group("simulation")
+    s = p.add_argument_group(
+        "simulation", "without --scheme/--horizon/--curvature/--segment-steps the measured-best setting for the "
+        "model and data size is chosen (attrcore.engine.choose; 'show' prints which and why)")
     add_options(s, SimulationConfig)
+    # "not given" must be visible for the options that choose the simulation (and the budget,
+    # which the choice may raise): their defaults are filled in by _configs
+    p.set_defaults(**{k: None for k in (*CHOICE_OPTIONS, "memory_budget_mb")})
     s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
     d = p.add_argument_group("scale-out (the result is the same; see attrcore.engine.shard)")
     d.add_argument("--workers", type=int, metavar="N",
@@ -147,8 +152,36 @@ def _dataset(args):
     )
 
 
+# options that choose the simulation: when none is given the default is measured (engine/choose.py)
+CHOICE_OPTIONS = ("scheme", "horizon", "curvature", "segment_steps", "step_size", "curvature_batch_size")
+
+
 def _configs(args):
-    return config_from_args(TrainConfig, args), config_from_args(SimulationConfig, args)
+    """``(TrainConfig, SimulationConfig)`` from the flags; the simulation is None when no
+    option that chooses it was given (the caller then uses :func:`_chosen_simulation`)."""
+    train = config_from_args(TrainConfig, args)
+    if all(getattr(args, k, None) is None for k in CHOICE_OPTIONS):
+        return train, None
+    defaults = options(SimulationConfig)
+    for k in (*CHOICE_OPTIONS, "memory_budget_mb"):
+        if getattr(args, k, None) is None:
+            setattr(args, k, defaults[k].default)
+    return train, config_from_args(SimulationConfig, args)
+
+
+def _chosen_simulation(args, dataset, train_cfg, n_sources: int):
+    """The measured default for this model and data (``choose_simulation``), with the flags
+    that do not choose the scheme (memory budget, response dtype, rank) applied."""
+    from dataclasses import replace
+
+    from ..engine.choose import choose_simulation
+
+    mcfg = MLPConfig(dataset.n_features, dataset.n_classes, parse_hidden(args.hidden), args.activation)
+    choice = choose_simulation(mcfg, train_cfg, dataset.n_train, n_sources,
+                               memory_budget_mb=getattr(args, "memory_budget_mb", None))
+    cfg = replace(choice.config, response_dtype=args.response_dtype, rank=args.rank,
+                  power_iterations=args.power_iterations)
+    return cfg, choice.reason
 
 
 def _queries(run, test):

@@ -16,7 +16,7 @@ from ..engine.measures import check_labels
 from ..errors import ConfigError
 from ..run import TrainedRun, fit
 from .attribute import cli_attribute
-from .common import _configs, _dataset, _print_top, _progress_bar, _queries, _store
+from .common import _chosen_simulation, _configs, _dataset, _print_top, _progress_bar, _queries, _store
 
 
 def _executor(args):
@@ -35,12 +35,17 @@ def cmd_train(args, keep: bool = False):
         raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
     dataset = _dataset(args)
     train_cfg, sim = _configs(args)
+    reason = None
+    if sim is None:  # no option chose the simulation: the measured default for this model and data
+        from ..data.sources import make_sources
+
+        sim, reason = _chosen_simulation(args, dataset, train_cfg, make_sources(dataset, args.sources).m)
     bar, cb = _progress_bar(train_cfg.epochs, "train")
     executor = _executor(args)
     try:
         run = fit(dataset, hidden=parse_hidden(args.hidden), activation=args.activation,
                   train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb,
-                  executor=executor)
+                  executor=executor, simulation_reason=reason)
     finally:
         bar.close()
         if executor is not None:
@@ -55,6 +60,8 @@ def cmd_train(args, keep: bool = False):
           f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "
           f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
           f"({_responses_label(run)})", file=sys.stderr)
+    if reason is not None:
+        print(f"simulation: {reason}", file=sys.stderr)
     if args.run:
         run.save(store, args.run, overwrite=args.overwrite)
         print(f"saved run '{args.run}' in {store.home}", file=sys.stderr)
@@ -106,7 +113,10 @@ def cmd_runs(args):
 
 def cmd_show(args):
     run = TrainedRun.load(_store(), args.name)
-    print(json.dumps({"config": run.config, "metrics": run.metrics, "timings": run.timings,
+    sim = run.config.get("simulation", {})
+    picked = {"picked": f"{sim.get('scheme')}, horizon {sim.get('horizon')}, curvature {sim.get('curvature')}",
+              "why": run.simulation_reason or "set explicitly"}
+    print(json.dumps({"simulation": picked, "config": run.config, "metrics": run.metrics, "timings": run.timings,
                       "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source(),
                       "responses": run.compression}, indent=2))
 

@@ -71,7 +71,12 @@ def train_models(
             continue
         kwargs: dict = {}
         if info.needs_simulation:
-            sim = simulation or SimulationConfig()
+            if simulation is None:  # the measured default for this model and data (engine/choose.py)
+                from ..engine.choose import choose_simulation
+
+                m = getattr(sources, "m", None) if sources is not None else None
+                simulation = choose_simulation(mlp.config, train_config, len(X), m).config
+            sim = simulation
             if sim.scheme == "none":
                 raise ConfigError("forward-only attribution needs a simulation scheme other than 'none'.")
             kwargs["sim"] = sim

@@ -189,7 +189,8 @@ def test_cli_stationary_scheme_with_class_sources(capsys, tmp_path):
 
 
 def test_cli_runs_show_and_delete(capsys):
-    assert run_cli(capsys, "train", *MOONS, "--run", "listed")[0] == 0
+    # an explicit horizon: without simulation flags the horizon is chosen (engine/choose.py)
+    assert run_cli(capsys, "train", *MOONS, "--horizon", "full", "--run", "listed")[0] == 0
     assert main(["runs"]) == 0
     assert "listed" in capsys.readouterr().out
     assert main(["show", "listed"]) == 0
