@@ -252,6 +252,16 @@ else:
             )
         else:
             st.caption("No TRAK rows in this report.")
+    protos = sup.bench_protocols(doc)
+    if protos:
+        proto = st.radio("LDS protocol", protos, horizontal=True, key="eval_bench_proto")
+        pts = sup.bench_time_points(doc, proto)
+        pceil = ((doc.get("ground_truth", {}).get(proto) or {}).get("ceiling") or {}).get("mean")
+        sh.chart(
+            plots.lds_vs_time(pts["labels"], pts["seconds"], pts["lds"], pts["families"], pts["errors"], pceil,
+                              title=f"LDS ({proto}) against time, every setting of the report"),
+            "eval_bench_time",
+        )
 
 # ----------------------------------------------------------------------------- per query
 st.subheader("4 · One query up close")

@@ -222,3 +222,32 @@ def bench_curves(doc: dict, protocol: str = "fixed-seed") -> dict[str, dict[str,
         "trak_models": series(trak_m),
         "trak_proj": series(trak_k),
     }
+
+
+def bench_protocols(doc: dict) -> list[str]:
+    """LDS protocols a benchmark report has, in the report's own order (random-seed first
+    where the report lists it first)."""
+    listed = list((doc.get("settings") or {}).get("lds_protocols") or ())
+    present = [p for p in ("fixed-seed", "random-seed") if p in doc.get("ground_truth", {})]
+    return [p for p in listed if p in present] + [p for p in present if p not in listed]
+
+
+def bench_time_points(doc: dict, protocol: str) -> dict[str, list]:
+    """Every row of a benchmark report as a point for :func:`attrcore.plots.lds_vs_time`:
+    ``{"labels", "seconds", "lds", "errors", "families"}``; seconds = training + setup
+    (simulation for forward-only, featurize + finalize for TRAK, the Hessian for IF)."""
+    out: dict[str, list] = {"labels": [], "seconds": [], "lds": [], "errors": [], "families": []}
+    for r in doc.get("rows", []):
+        s = r.get(f"lds_{protocol}") or {}
+        v, sec = s.get("mean"), (r.get("setup_seconds") or 0.0) + (r.get("train_seconds") or 0.0)
+        if v is None or v != v or r.get("method") == "random" or not sec > 0:
+            continue
+        method = str(r.get("method"))
+        family = "if" if method.startswith("if") else method if method in ("forward-only", "trak") else "other"
+        out["labels"].append(f"{method}: {r.get('setting', '')}" if family != "forward-only" else str(r.get("setting")))
+        out["seconds"].append(float(sec))
+        out["lds"].append(float(v))
+        e = s.get("sem")
+        out["errors"].append(float(e) if e is not None and e == e else 0.0)
+        out["families"].append(family)
+    return out

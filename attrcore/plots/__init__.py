@@ -18,7 +18,8 @@ Implementations, by page:
 - ``mislabel`` — Mislabeled data: :func:`found_vs_inspected`, :func:`detection_bars`,
   :func:`accuracy_bars`;
 - ``compress`` — compressed responses (Evaluate): :func:`lds_against_rank`;
-- ``scale`` — the scaling benchmark (Cost): :func:`scaling_lines`.
+- ``scale`` — the scaling benchmark (Cost): :func:`scaling_lines`;
+- ``tradeoff`` — Evaluate: :func:`lds_vs_time` (every benchmarked setting, LDS against time).
 """
 
 from .compress import lds_against_rank
@@ -29,6 +30,7 @@ from .explore import agreement_heatmap, counterfactual_bars, method_scatter, sco
 from .mislabel import accuracy_bars, detection_bars, found_vs_inspected
 from .scale import scaling_lines
 from .style import CLASS_COLOURS, NEUTRAL, OPPONENT, PROPONENT, QUERY, class_colour
+from .tradeoff import lds_vs_time
 from .training import training_curves
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "lds_against_rank",
     "lds_bars",
     "lds_curves",
+    "lds_vs_time",
     "memory_bars",
     "method_scatter",
     "points_scatter",

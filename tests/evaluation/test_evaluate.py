@@ -268,3 +268,7 @@ def test_bench_small_end_to_end(tmp_path):
     assert methods == {"forward-only", "trak", "if-explicit", "tracin", "grad-dot", "random"}
     assert (tmp_path / "t.md").is_file() and (tmp_path / "t.json").is_file()
     assert all("time_vs_trak1" in r for r in doc["rows"])
+    # the setting `attribute` picks by default is a row of its own, with the reason recorded
+    default = [r for r in doc["rows"] if r["setting"].startswith("default: ")]
+    assert len(default) == 1 and default[0]["curvature"] == "hessian" and default[0]["horizon"] == "16"
+    assert "exact" in doc["default_simulation_reason"] and "Default simulation" in (tmp_path / "t.md").read_text()
