@@ -78,9 +78,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "simulation", "without --scheme/--horizon/--curvature/--segment-steps the measured-best setting for the "
         "model and data size is chosen (attrcore.engine.choose; 'show' prints which and why)")
     add_options(s, SimulationConfig)
-    # "not given" must be visible for the options that choose the simulation (and the budget,
-    # which the choice may raise): their defaults are filled in by _configs
-    p.set_defaults(**{k: None for k in (*CHOICE_OPTIONS, "memory_budget_mb")})
+    # the flags that choose the simulation (and the budget, which the choice may raise) record
+    # that they were given, so _configs can tell "default" from "not set"
+    for action in s._group_actions:
+        if action.dest in (*CHOICE_OPTIONS, "memory_budget_mb") and type(action) is argparse._StoreAction:
+            action.__class__ = _RecordGiven
     s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
     d = p.add_argument_group("scale-out (the result is the same; see attrcore.engine.shard)")
     d.add_argument("--workers", type=int, metavar="N",
@@ -156,16 +158,21 @@ def _dataset(args):
 CHOICE_OPTIONS = ("scheme", "horizon", "curvature", "segment_steps", "step_size", "curvature_batch_size")
 
 
-def _configs(args):
-    """``(TrainConfig, SimulationConfig)`` from the flags; the simulation is None when no
-    option that chooses it was given (the caller then uses :func:`_chosen_simulation`)."""
+class _RecordGiven(argparse._StoreAction):
+    """A store action that also notes its option in ``args.given_options``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given_options = set(getattr(namespace, "given_options", set())) | {self.dest}
+
+
+def _configs(args, choose: bool = False):
+    """``(TrainConfig, SimulationConfig)`` from the flags. With ``choose`` the simulation is
+    None when no option that chooses it was given (the caller then uses
+    :func:`_chosen_simulation`); otherwise unset options take the library defaults."""
     train = config_from_args(TrainConfig, args)
-    if all(getattr(args, k, None) is None for k in CHOICE_OPTIONS):
+    if choose and not set(getattr(args, "given_options", set())) & set(CHOICE_OPTIONS):
         return train, None
-    defaults = options(SimulationConfig)
-    for k in (*CHOICE_OPTIONS, "memory_budget_mb"):
-        if getattr(args, k, None) is None:
-            setattr(args, k, defaults[k].default)
     return train, config_from_args(SimulationConfig, args)
 
 
@@ -177,8 +184,9 @@ def _chosen_simulation(args, dataset, train_cfg, n_sources: int):
     from ..engine.choose import choose_simulation
 
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, parse_hidden(args.hidden), args.activation)
+    given_budget = "memory_budget_mb" in getattr(args, "given_options", set())
     choice = choose_simulation(mcfg, train_cfg, dataset.n_train, n_sources,
-                               memory_budget_mb=getattr(args, "memory_budget_mb", None))
+                               memory_budget_mb=args.memory_budget_mb if given_budget else None)
     cfg = replace(choice.config, response_dtype=args.response_dtype, rank=args.rank,
                   power_iterations=args.power_iterations)
     return cfg, choice.reason

@@ -34,7 +34,7 @@ def cmd_train(args, keep: bool = False):
     if args.run and store.exists(args.run) and not args.overwrite:
         raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
     dataset = _dataset(args)
-    train_cfg, sim = _configs(args)
+    train_cfg, sim = _configs(args, choose=True)
     reason = None
     if sim is None:  # no option chose the simulation: the measured default for this model and data
         from ..data.sources import make_sources
