@@ -298,10 +298,12 @@ class ShardedSimulation(Simulator):
     def applies(sim: SimulationConfig, m: int, p: int, total_steps: int, itemsize: int) -> bool:
         """Whether sharding gives the in-process result: dense responses (any scheme), the
         compressed full horizon, or a compressed short horizon whose dense Δ fits the budget
-        (compressed afterwards either way). The compressed stationary sketch and the one-pass
-        sketch of a short horizon run in process."""
+        (compressed afterwards either way). The compressed stationary sketch, the one-pass
+        sketch of a short horizon and the EK-FAC propagation run in process."""
         from .compress import resolve_rank
 
+        if sim.curvature not in ("hessian", "gauss-newton"):  # EK-FAC (engine/ekfac.py) has no shards yet
+            return False
         rank, _ = resolve_rank(sim.rank, m, p)
         if rank is None:
             return True

@@ -145,10 +145,14 @@ def test_cli_scale_out_flags(tmp_path, monkeypatch, capsys):
     assert "workers must be a whole number" in capsys.readouterr().err
 
 
-def test_schemes_that_do_not_shard_run_in_process(cluster, problem):
-    """The compressed stationary sketch has no sharded form: it runs in process, same result."""
+@pytest.mark.parametrize(
+    "sim",
+    [SimulationConfig(scheme="stationary", horizon=3, rank=4), SimulationConfig(curvature="ekfac", rank=None)],
+    ids=["stationary-sketch", "ekfac"],
+)
+def test_schemes_that_do_not_shard_run_in_process(cluster, problem, sim):
+    """The compressed stationary sketch and EK-FAC have no sharded form: in process, same result."""
     mlp, X, y, cfg = problem
-    sim = SimulationConfig(scheme="stationary", horizon=3, rank=4)
     ref = train(mlp, X, y, cfg, sim)
     out = train(mlp, X, y, cfg, sim, executor=cluster)
     assert "sharding" not in out.extras
