@@ -28,7 +28,10 @@ from .data.datasets import Dataset, load_dataset
 from .data.sources import Sources, make_sources
 from .engine.compress import CompressedResponses, resolve_rank
 from .engine.model import MLP, MLPConfig
+from .engine.readout import TopK
 from .engine.readout import score as readout_score
+from .engine.readout import score_to_npy as readout_score_to_npy
+from .engine.readout import top_k as readout_top_k
 from .engine.tangents import Tangents
 from .engine.train import ProgressFn, train
 from .errors import ConfigError, ShapeError
@@ -151,6 +154,19 @@ class TrainedRun:
         return self.mlp.forward(self.theta, X)
 
     # ---- attribution --------------------------------------------------------------------
+    def _query_tensors(self, X, y):
+        if self.responses is None:
+            raise ConfigError(
+                "this run was trained without simulation (scheme 'none'); retrain it with "
+                "`scheme` trajectory or stationary to attribute queries."
+            )
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        X = torch.as_tensor(X).to(self.theta.dtype)
+        yt = None if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
+        return X, yt
+
     def score(
         self,
         X,
@@ -159,21 +175,84 @@ class TrainedRun:
         readout: str = "jvp",
         target_class: int | None = None,
         memory_budget_mb: float = 1024.0,
+        max_result_mb: float | None = None,
+        progress=None,
     ) -> np.ndarray:
-        """Attribution scores ``[Q, m]`` (float32) with forward evaluations only."""
-        if self.responses is None:
-            raise ConfigError(
-                "this run was trained without simulation (scheme 'none'); retrain it with "
-                "`scheme` trajectory or stationary to attribute queries."
-            )
-        X = torch.as_tensor(np.asarray(X, dtype=np.float64)).to(self.theta.dtype)
-        if X.ndim == 1:
-            X = X.unsqueeze(0)
-        yt = None if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
+        """Attribution scores ``[Q, m]`` (float32) with forward evaluations only.
+
+        Queries are scored in chunks under ``memory_budget_mb``; a result that cannot be
+        held (``max_result_mb``, default half the available memory) is refused up front:
+        use :meth:`top_k` or :meth:`score_to_npy` for those.
+        """
+        X, yt = self._query_tensors(X, y)
         return readout_score(
-            self.mlp, self.theta, self.responses, X, yt, measure=measure, readout=readout,
-            target_class=target_class, memory_budget_mb=memory_budget_mb,
+            self.mlp,
+            self.theta,
+            self.responses,
+            X,
+            yt,
+            measure=measure,
+            readout=readout,
+            target_class=target_class,
+            memory_budget_mb=memory_budget_mb,
+            max_result_mb=max_result_mb,
+            progress=progress,
         ).numpy()
+
+    def top_k(
+        self,
+        X,
+        y=None,
+        k: int = 10,
+        measure: str = "margin",
+        readout: str = "jvp",
+        target_class: int | None = None,
+        memory_budget_mb: float = 1024.0,
+        progress=None,
+    ) -> TopK:
+        """The ``k`` largest and ``k`` smallest scores of every query with their source ids,
+        streamed: the ``[Q, m]`` matrix is never held (see :func:`attrcore.engine.readout.top_k`)."""
+        X, yt = self._query_tensors(X, y)
+        return readout_top_k(
+            self.mlp,
+            self.theta,
+            self.responses,
+            X,
+            yt,
+            k=k,
+            measure=measure,
+            readout=readout,
+            target_class=target_class,
+            memory_budget_mb=memory_budget_mb,
+            progress=progress,
+        )
+
+    def score_to_npy(
+        self,
+        path,
+        X,
+        y=None,
+        measure: str = "margin",
+        readout: str = "jvp",
+        target_class: int | None = None,
+        memory_budget_mb: float = 1024.0,
+        progress=None,
+    ):
+        """Write the ``[Q, m]`` float32 scores to a memory-mapped ``.npy`` file, chunk by chunk."""
+        X, yt = self._query_tensors(X, y)
+        return readout_score_to_npy(
+            path,
+            self.mlp,
+            self.theta,
+            self.responses,
+            X,
+            yt,
+            measure=measure,
+            readout=readout,
+            target_class=target_class,
+            memory_budget_mb=memory_budget_mb,
+            progress=progress,
+        )
 
     # ---- persistence --------------------------------------------------------------------
     def tensors(self) -> dict[str, Tensor]:

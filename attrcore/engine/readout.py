@@ -19,9 +19,28 @@ reference the tests hold the fast path to). No path runs reverse-mode autograd.
 training point read out against its own source only, τ(i, s_i) = ⟨∇f(z_i; θ̂), Δ_{s_i}⟩,
 one forward-mode JVP per point with its own tangent (O(n·p), never the n × m matrix);
 the self-influence that ranks suspicious labels (:mod:`attrcore.mislabel`).
+
+Any number of queries and sources: queries are processed in chunks whose working memory
+stays under ``memory_budget_mb`` (and sources in cache-sized chunks inside each), so only
+the result has to fit. Three ways to receive it:
+
+- :func:`score` — the whole ``[Q, m]`` matrix in memory; refused up front (with what to do
+  instead) when it would not fit (``max_result_mb``, default half the available memory);
+- :func:`top_k` — per query the k largest and k smallest scores with their source ids
+  (``[Q, k]`` each), never holding more than one query chunk's ``[q, m]`` block;
+- :func:`score_to_npy` — the matrix written chunk by chunk into a memory-mapped ``.npy``
+  file (refused up front when the disk cannot hold it).
+
+:func:`iter_scores` is the generator all three consume.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +55,11 @@ from .tangents import Tangents
 READOUTS = ("jvp", "cd")
 # Sources per chunk are capped so that a chunk's [S, d, Q] tangents stay in cache.
 CACHE_BYTES = 4 * 2**20
+RESULT_DTYPE = torch.float32  # scores are always returned (and written) in float32
+_RESULT_ITEMSIZE = 4
+# Queries per chunk: at least this many when the budget allows (the per-layer GEMMs want a
+# wide right-hand side), at most what keeps ≥ ~8 sources per cache-sized source chunk.
+_MIN_QUERY_CHUNK = 256
 
 
 def _sources_per_chunk(mlp: MLP, Q: int, itemsize: int, budget_bytes: float, factor: int) -> int:
@@ -58,7 +82,7 @@ def _validate(mlp: MLP, theta: Tensor, responses, X: Tensor, readout: str) -> No
 def score(
     mlp: MLP,
     theta: Tensor,
-    responses: Tensor | Tangents,
+    responses,
     X: Tensor,
     y: Tensor | None = None,
     measure: str = "margin",
@@ -68,6 +92,8 @@ def score(
     backend: str = "mlp",
     memory_budget_mb: float = 1024.0,
     out_dtype: torch.dtype = torch.float32,
+    max_result_mb: float | None = None,
+    progress: Callable | None = None,
 ) -> Tensor:
     """Scores ``[Q, m]`` (``out_dtype``, float32 by default) for queries ``X [Q, d]`` (labels ``y [Q]``).
 
@@ -75,27 +101,274 @@ def score(
     (pass the stack when scoring repeatedly: it saves a copy per call), or
     :class:`~attrcore.compress.CompressedResponses` ``Δ ≈ C Qᵀ``: then the r directional
     derivatives ⟨∇f(z_q), Q_k⟩ are read out (r JVPs per query) and multiplied by ``Cᵀ``.
+    The working memory stays under ``memory_budget_mb`` (queries in chunks); a result
+    larger than ``max_result_mb`` (default: half the memory available now) is refused
+    before any work with a :class:`ConfigError` that offers :func:`top_k`,
+    :func:`score_to_npy` or fewer queries.
     """
     from .compress import CompressedResponses
 
-    if isinstance(responses, CompressedResponses):
-        work = torch.float64 if theta.dtype == torch.float64 else torch.float32
-        J = score(mlp, theta, responses.Q, X, y, measure, readout, target_class, eps, backend,
-                  memory_budget_mb, out_dtype=work)  # [Q, r]
-        return (J @ responses.C.to(work).T).to(out_dtype)
+    X, y, stack = _prepare(mlp, theta, responses, X, y, readout, backend)
+    check_result_fits(X.shape[0], len(stack), max_result_mb)
+    if backend == "func":
+        if isinstance(stack, CompressedResponses):
+            work = torch.float64 if theta.dtype == torch.float64 else torch.float32
+            flat = stack.Q.flat().to(theta.dtype)
+            J = _score_func(mlp, theta, flat, X, y, measure, readout, target_class, eps).to(work)
+            return (J @ stack.C.to(work).T).to(out_dtype)
+        return _score_func(mlp, theta, stack.to(theta.dtype), X, y, measure, readout, target_class, eps).to(out_dtype)
+    out = torch.empty(X.shape[0], len(stack), dtype=out_dtype)
+    for start, stop, chunk in _chunks(
+        mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress, out_dtype
+    ):
+        out[start:stop] = chunk
+    return out
+
+
+def iter_scores(
+    mlp: MLP,
+    theta: Tensor,
+    responses: Tensor | Tangents,
+    X: Tensor,
+    y: Tensor | None = None,
+    measure: str = "margin",
+    readout: str = "jvp",
+    target_class: int | None = None,
+    eps: float | None = None,
+    memory_budget_mb: float = 1024.0,
+    progress: Callable | None = None,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, stop, scores [stop − start, m])`` for consecutive query chunks.
+
+    Each chunk's working memory (activations, its block of scores, the source chunks'
+    tangents) stays under ``memory_budget_mb``; nothing of earlier chunks is kept.
+    ``progress`` gets a :class:`~attrcore.engine.train.Progress` ("score", queries done,
+    queries) per chunk; returning ``False`` stops with :class:`CancelledError`.
+    """
+    X, y, stack = _prepare(mlp, theta, responses, X, y, readout, "mlp")
+    yield from _chunks(mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Per query, the ``k`` largest scores (proponents, decreasing) and the ``k`` smallest
+    (opponents, increasing) with their source ids. Every array is ``[Q, k]``."""
+
+    top_indices: Tensor  # int64
+    top_scores: Tensor  # float32
+    bottom_indices: Tensor
+    bottom_scores: Tensor
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "top_indices": self.top_indices.numpy(),
+            "top_scores": self.top_scores.numpy(),
+            "bottom_indices": self.bottom_indices.numpy(),
+            "bottom_scores": self.bottom_scores.numpy(),
+        }
+
+
+def top_k(
+    mlp: MLP,
+    theta: Tensor,
+    responses: Tensor | Tangents,
+    X: Tensor,
+    y: Tensor | None = None,
+    k: int = 10,
+    measure: str = "margin",
+    readout: str = "jvp",
+    target_class: int | None = None,
+    eps: float | None = None,
+    memory_budget_mb: float = 1024.0,
+    progress: Callable | None = None,
+) -> TopK:
+    """The ``k`` most positive and most negative sources of every query, streamed: at
+    most one query chunk's ``[q, m]`` block exists at a time (see :func:`iter_scores`)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"top_k must be a whole number ≥ 1, got {k!r}.")
+    X, y, stack = _prepare(mlp, theta, responses, X, y, readout, "mlp")
+    Q, m = X.shape[0], len(stack)
+    k = int(min(k, m))
+    check_result_fits(Q, 2 * k, None, what=f"the top-{k} lists", hint=False)
+    out = [
+        torch.empty(Q, k, dtype=torch.long),
+        torch.empty(Q, k, dtype=RESULT_DTYPE),
+        torch.empty(Q, k, dtype=torch.long),
+        torch.empty(Q, k, dtype=RESULT_DTYPE),
+    ]
+    for start, stop, chunk in _chunks(
+        mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress
+    ):
+        hi = torch.topk(chunk, k, dim=1, largest=True, sorted=True)
+        lo = torch.topk(chunk, k, dim=1, largest=False, sorted=True)
+        out[0][start:stop], out[1][start:stop] = hi.indices, hi.values
+        out[2][start:stop], out[3][start:stop] = lo.indices, lo.values
+    return TopK(*out)
+
+
+def score_to_npy(
+    path: str | os.PathLike,
+    mlp: MLP,
+    theta: Tensor,
+    responses: Tensor | Tangents,
+    X: Tensor,
+    y: Tensor | None = None,
+    measure: str = "margin",
+    readout: str = "jvp",
+    target_class: int | None = None,
+    eps: float | None = None,
+    memory_budget_mb: float = 1024.0,
+    progress: Callable | None = None,
+) -> Path:
+    """Write the ``[Q, m]`` float32 scores into a ``.npy`` file chunk by chunk, through a
+    memory map, so the matrix never has to fit in memory. The file appears atomically
+    (written as ``<name>.part``, then renamed); refused up front when the disk cannot
+    hold it. Read it back lazily with ``np.load(path, mmap_mode="r")``."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ConfigError(f"the scores file must end in .npy, got {path.name!r}.")
+    X, y, stack = _prepare(mlp, theta, responses, X, y, readout, "mlp")
+    Q, m = X.shape[0], len(stack)
+    need = Q * m * _RESULT_ITEMSIZE + 4096
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if need > free:
+        raise ConfigError(
+            f"the {Q} × {m} score matrix needs {_fmt_bytes(need)} on disk but {path.parent} has "
+            f"{_fmt_bytes(free)} free; keep only the top-k sources per query (top_k), score "
+            "a subset of the queries, or write to a disk with more room."
+        )
+    tmp = path.with_name(path.name + ".part")
+    try:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(Q, m))
+        for start, stop, chunk in _chunks(
+            mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress
+        ):
+            mm[start:stop] = chunk.numpy()
+        mm.flush()
+        del mm
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- sizing
+
+
+def result_bytes(n_queries: int, n_sources: int) -> int:
+    """Bytes of a float32 ``[n_queries, n_sources]`` score matrix."""
+    return int(n_queries) * int(n_sources) * _RESULT_ITEMSIZE
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give this process now (``MemAvailable``), best effort."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def check_result_fits(
+    n_queries: int, n_sources: int, max_result_mb: float | None, what: str = "the score matrix", hint: bool = True
+) -> None:
+    """Refuse (ConfigError, before any work) a result that cannot be held in memory.
+
+    The limit is ``max_result_mb``, or half the memory available now.
+    """
+    need = result_bytes(n_queries, n_sources)
+    limit = available_memory_bytes() / 2 if max_result_mb is None else max_result_mb * 2**20
+    if need <= limit:
+        return
+    where = "half the memory available now" if max_result_mb is None else f"max_result_mb = {max_result_mb:g}"
+    fix = (
+        "keep only the top-k sources of each query (top_k), write the matrix chunk by chunk to a "
+        "memory-mapped .npy file (score_to_npy / out=...), or score a subset of the queries"
+        if hint
+        else "score a subset of the queries or ask for a smaller k"
+    )
+    raise ConfigError(
+        f"{what} for {n_queries} queries × {n_sources} sources would take {_fmt_bytes(need)}, "
+        f"more than {where} ({_fmt_bytes(limit)}); {fix}."
+    )
+
+
+def queries_per_chunk(mlp: MLP, n_sources: int, itemsize: int, budget_bytes: float) -> int:
+    """How many queries one chunk may hold so that its working memory fits the budget.
+
+    Per query: its block of scores twice (``[m, q]`` and the transposed ``[q, m]``) and the
+    forward activations with their transposes; the source chunks inside are cache-sized.
+    """
+    width = sum(mlp.config.sizes)
+    per_query = 2 * _RESULT_ITEMSIZE * n_sources + 6 * width * itemsize
+    by_budget = int(budget_bytes // per_query)
+    by_cache = int(CACHE_BYTES // (16 * width * itemsize))
+    return max(1, min(by_budget, max(_MIN_QUERY_CHUNK, by_cache)))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _prepare(mlp, theta, responses, X, y, readout, backend):
+    """Checked query tensors and the responses in the form the kernels read: a
+    :class:`Tangents` stack, flat ``[m, p]`` rows (``backend="func"``), or compressed."""
+    from .compress import CompressedResponses
+
     X = torch.as_tensor(X).to(theta.dtype)
     y = None if y is None else torch.as_tensor(y).long()
-    _validate(mlp, theta, responses, X, readout)
+    compressed = isinstance(responses, CompressedResponses)
+    _validate(mlp, theta, responses.Q if compressed else responses, X, readout)
     if y is not None and y.shape != (X.shape[0],):
         raise ShapeError(f"{X.shape[0]} queries but {y.shape[0]} labels; pass one label per query.")
+    if compressed:
+        return X, y, responses
     if backend == "func":
-        flat = responses.flat() if isinstance(responses, Tangents) else responses
-        return _score_func(mlp, theta, flat.to(theta.dtype), X, y, measure, readout, target_class, eps).to(out_dtype)
-    stack = responses if isinstance(responses, Tangents) else Tangents.from_flat(mlp, responses)
+        return X, y, responses.flat() if isinstance(responses, Tangents) else responses
+    return X, y, responses if isinstance(responses, Tangents) else Tangents.from_flat(mlp, responses)
+
+
+def _chunks(
+    mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress, out_dtype=RESULT_DTYPE
+):
+    """``(start, stop, scores [q, m])`` per query chunk; compressed responses are read out
+    as r directions per query and expanded by ``Cᵀ`` chunk by chunk."""
+    from ..errors import CancelledError
+    from .compress import CompressedResponses
+    from .train import Progress
+
+    if not memory_budget_mb > 0:
+        raise ConfigError(f"memory budget must be > 0 MB, got {memory_budget_mb}.")
     budget = memory_budget_mb * 2**20
-    if readout == "jvp":
-        return _score_jvp(mlp, theta, stack, X, y, measure, target_class, budget, out_dtype)
-    return _score_cd(mlp, theta, stack, X, y, measure, target_class, eps, budget, out_dtype)
+    compressed = isinstance(stack, CompressedResponses)
+    kernel_stack = stack.Q if compressed else stack
+    work = (torch.float64 if theta.dtype == torch.float64 else torch.float32) if compressed else out_dtype
+    Q, m = X.shape[0], len(stack)
+    width = m + (len(kernel_stack) if compressed else 0)
+    step = queries_per_chunk(mlp, width, theta.element_size(), budget)
+    for start in range(0, Q, step):
+        stop = min(Q, start + step)
+        Xc, yc = X[start:stop], None if y is None else y[start:stop]
+        if readout == "jvp":
+            chunk = _score_jvp(mlp, theta, kernel_stack, Xc, yc, measure, target_class, budget, work)
+        else:
+            chunk = _score_cd(mlp, theta, kernel_stack, Xc, yc, measure, target_class, eps, budget, work)
+        if compressed:
+            chunk = (chunk @ stack.C.to(work).T).to(out_dtype)
+        yield start, stop, chunk
+        if progress is not None and progress(Progress("score", stop, Q)) is False:
+            raise CancelledError("scoring was cancelled; nothing was written.")
 
 
 def self_scores(
