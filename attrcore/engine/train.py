@@ -143,6 +143,83 @@ class Replay:
         return theta - lr * g, None
 
 
+# Divergence guard (see :class:`DivergenceGuard`).
+BLOWUP_BATCH = 1e4  # a batch loss this many times the starting loss: stop at once
+BLOWUP_EPOCH = 1e3  # an epoch's mean loss this many times the starting loss: stop
+STUCK_EPOCHS = 3  # epochs in a row at chance accuracy with a loss above the start: stop
+STUCK_MARGIN = 0.02  # "at chance": training accuracy ≤ majority-class share + this
+STUCK_LOSS = 1.05  # ... and the epoch's loss above this multiple of the starting loss
+FELL_BACK = 0.1  # or, at the last epoch, at chance after having been this far above it
+SPIKED = 2.0  # or, at the last epoch, at chance after an epoch loss this many times the start
+
+
+class DivergenceGuard:
+    """Stops a run whose loss blows up or that sits at chance, before anything is saved.
+
+    NaN/inf is only the last stage of a diverging run: far more often the loss jumps by
+    orders of magnitude and then oscillates while the accuracy sits at chance (lr = 100 on
+    moons reached a loss of 1e31 and then hovered at 30 with 50 % accuracy). The reference
+    is the loss at the initial parameters, ``max(first batch loss, ln C)`` (a fresh
+    network's loss is ≈ ln C, and unscaled inputs can start it higher). A run is stopped
+    when a batch loss exceeds :data:`BLOWUP_BATCH` × the reference, an epoch's mean loss
+    exceeds :data:`BLOWUP_EPOCH` × the reference, or for :data:`STUCK_EPOCHS` epochs in a
+    row (or at the last epoch) the training accuracy is at chance (majority-class share +
+    :data:`STUCK_MARGIN`) while the loss is above where it started, or the last epoch is at
+    chance after an earlier one was :data:`FELL_BACK` above it (the net died) or after an
+    epoch's loss exceeded :data:`SPIKED` × the start. A run that learns slowly keeps its
+    loss below the start and never spikes or falls back, so it is never stopped: a
+    too-small learning rate is not "diverging".
+    """
+
+    def __init__(self, cfg: TrainConfig, y: Tensor, n_classes: int) -> None:
+        self.cfg = cfg
+        counts = torch.bincount(y, minlength=n_classes)
+        self.chance = float(counts.max()) / max(1, len(y))
+        self.floor = math.log(max(2, n_classes))
+        self.ref: float | None = None
+        self.stuck = 0
+        self.best = 0.0  # best training accuracy of the epochs before
+        self.peak = 0.0  # highest epoch loss so far
+
+    def _fail(self, what: str) -> DivergenceError:
+        mom = f" or the momentum (now {self.cfg.momentum})" if self.cfg.momentum else ""
+        return DivergenceError(
+            f"training diverged: {what}; lower the learning rate (now {self.cfg.lr}){mom}. Nothing was saved."
+        )
+
+    def batch(self, epoch: int, step: int, loss: float) -> None:
+        if self.ref is None:
+            self.ref = max(loss, self.floor)
+        if loss > BLOWUP_BATCH * self.ref:
+            raise self._fail(
+                f"at epoch {epoch}, step {step} the loss rose to {loss:.3g} from {self.ref:.3g} at the start"
+            )
+
+    def epoch(self, epoch: int, loss: float, accuracy: float, last: bool) -> None:
+        ref = self.ref if self.ref is not None else self.floor
+        if loss > BLOWUP_EPOCH * ref:
+            raise self._fail(f"the mean loss of epoch {epoch} is {loss:.3g}, up from {ref:.3g} at the start")
+        at_chance = accuracy <= self.chance + STUCK_MARGIN
+        rising = loss > STUCK_LOSS * ref
+        self.stuck = self.stuck + 1 if at_chance and rising else 0
+        fell_back = self.best >= self.chance + FELL_BACK
+        self.best = max(self.best, accuracy)
+        self.peak = max(self.peak, loss)
+        spiked = self.peak > SPIKED * ref
+        if self.stuck >= STUCK_EPOCHS or (last and at_chance and (rising or fell_back or spiked)):
+            raise self._fail(
+                f"after epoch {epoch} the training accuracy is {accuracy:.1%}, no better than always "
+                f"predicting the commonest class ({self.chance:.1%}), "
+                + (
+                    f"and the loss ({loss:.3g}) is above its starting value ({ref:.3g})"
+                    if rising
+                    else f"after reaching {self.best:.1%} earlier"
+                    if fell_back
+                    else f"after its loss spiked to {self.peak:.3g} (from {ref:.3g})"
+                )
+            )
+
+
 def _as_tensor(a, dtype, name: str) -> Tensor:
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
     if t.is_floating_point() and not torch.isfinite(t).all():
@@ -389,6 +466,7 @@ def train(
     Xv = None if X_val is None else _as_tensor(X_val, dtype, "the test inputs")
     yv = None if y_val is None else torch.as_tensor(np.asarray(y_val)).long()
 
+    guard = DivergenceGuard(cfg, y, mlp.config.n_classes)
     history: list[dict] = []
     checkpoints: dict[int, Tensor] = {}
     checkpoint_lrs: dict[int, float] = {}
@@ -413,6 +491,7 @@ def train(
                     f"lower the learning rate (now {cfg.lr}) or the momentum (now {cfg.momentum}). "
                     "Nothing was saved."
                 )
+            guard.batch(epoch + 1, t + 1, batch_loss)
             loss_sum += batch_loss * len(idx)
             correct += int((curv.probs.argmax(1) == y[idx]).sum())
             simulator.step(t, curv, X[idx], y[idx], wb, idx, velocity)
@@ -427,6 +506,7 @@ def train(
                   "lr": float(lrs[t - 1])}
         if Xv is not None and yv is not None and len(yv):
             record["test_accuracy"] = float((mlp.forward(theta, Xv).argmax(1) == yv).float().mean())
+        guard.epoch(epoch + 1, record["loss"], record["train_accuracy"], last=epoch + 1 == cfg.epochs)
         history.append(record)
         if epoch + 1 in checkpoint_epochs:
             checkpoints[epoch + 1] = theta.clone()
