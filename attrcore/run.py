@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import SimulationConfig, TrainConfig, fingerprint
-from .data.datasets import Dataset, load_dataset
+from .data.datasets import Dataset, load_dataset, rebuild_dataset
 from .data.sources import Sources, make_sources
 from .engine.compress import CompressedResponses, resolve_rank
 from .engine.model import MLP, MLPConfig
@@ -124,7 +124,7 @@ class TrainedRun:
     @cached_property
     def dataset(self) -> Dataset:
         """The training data, rebuilt from the recorded spec (deterministic)."""
-        return load_dataset(**self.spec.data)
+        return rebuild_dataset(self.spec.data)
 
     def bytes_per_source(self) -> float:
         if self.responses is None:

@@ -22,7 +22,7 @@ import streamlit as st
 
 from attrcore import RunStore, TrainedRun
 from attrcore import app as sup
-from attrcore.data import Dataset, load_dataset
+from attrcore.data.datasets import Dataset, rebuild_dataset
 
 _ROUTER = threading.local()  # per script thread: is app.py's st.navigation running this page?
 
@@ -141,7 +141,7 @@ def load_run(home: str, name: str, version: str) -> TrainedRun:
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the data…")
 def load_data(spec_json: str) -> Dataset:
-    return load_dataset(**json.loads(spec_json))
+    return rebuild_dataset(json.loads(spec_json))
 
 
 def dataset_of(run: TrainedRun) -> Dataset:

@@ -67,9 +67,14 @@ class DataChoice:
     group_column: str | None = None
     n_samples: int | None = None
     noise: float | None = None
+    eval_source: str | None = None  # the user's own evaluation file: then no split
+    standardize: bool | None = None  # None: on for uploaded files, the built-in's own choice
 
     def kwargs(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.eval_source is not None:
+            d["test_fraction"] = 0.0  # every training row is trained on
+        return d
 
     def load(self) -> Dataset:
         return load_dataset(**self.kwargs())

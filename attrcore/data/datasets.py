@@ -23,6 +23,7 @@ message that says how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -48,6 +50,7 @@ from .files import (
     _Raw,
     _raw_from_csv,
     _raw_from_npz,
+    _read_csv,
     _read_npz,
     _refuse_file_options,
 )
@@ -78,12 +81,13 @@ class Dataset:
     """A train/test split ready for training and attribution.
 
     Shapes: ``X_train [n, d]`` float32, ``y_train [n]`` int64 (after label noise),
-    ``X_test [n_test, d]``, ``y_test [n_test]``. Labels are ``0..n_classes-1``;
+    ``X_test [n_test, d]``, ``y_test [n_test]`` (``n_test`` may be 0: ``test_fraction=0``
+    without an evaluation file). Labels are ``0..n_classes-1``;
     ``class_names[c]`` is the original label value of class ``c`` as a string.
     ``flipped`` holds the sorted training indices whose label noise changed the label
     (``y_train[flipped] != y_train_clean[flipped]``). ``train_rows`` / ``test_rows`` map
-    each example back to its row in the original data. ``load_dataset(**spec)`` rebuilds
-    the same dataset.
+    each example back to its row in the original data (``test_rows``: in the evaluation
+    file when there is one). ``load_dataset(**spec)`` rebuilds the same dataset.
     """
 
     name: str
@@ -103,6 +107,17 @@ class Dataset:
     train_rows: np.ndarray
     test_rows: np.ndarray
     spec: dict
+    # Standardisation x -> (x - feature_mean) / feature_scale, from the training split
+    # (None when the features are used as they are). load_queries applies the same.
+    feature_mean: np.ndarray | None = None  # [d] float64
+    feature_scale: np.ndarray | None = None  # [d] float64
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Raw features ``[q, d]`` → the model's inputs (this dataset's standardisation)."""
+        X = np.asarray(X)
+        if self.feature_mean is None:
+            return np.ascontiguousarray(X, dtype=np.float32)
+        return np.ascontiguousarray((X - self.feature_mean) / self.feature_scale, dtype=np.float32)
 
     @property
     def n_train(self) -> int:
@@ -158,7 +173,7 @@ def load_dataset(
     source: str | os.PathLike,
     *,
     seed: int = 0,
-    test_fraction: float = 0.2,
+    test_fraction: float | None = None,
     label_noise: float = 0.0,
     label_column: str | None = None,
     group_column: str | None = None,
@@ -166,6 +181,8 @@ def load_dataset(
     noise: float | None = None,
     noise_pairs: str | Sequence | None = None,
     noise_seed: int | None = None,
+    eval_source: str | os.PathLike | None = None,
+    standardize: bool | None = None,
 ) -> Dataset:
     """Load, split and check a dataset; optionally flip a fraction of training labels.
 
@@ -177,12 +194,32 @@ def load_dataset(
     ``class_names``) it is class-conditional instead: ``label_noise`` of each source
     class's training examples get its partner's label. ``noise_seed`` (default: ``seed``)
     seeds the noise alone, so several noise draws share one split.
+
+    The split: ``test_fraction`` (default 0.2) of the rows are held out, stratified;
+    ``test_fraction=0`` trains on every row (no test split). ``eval_source`` (an NPZ or
+    CSV with the training data's features and labels) is the user's own evaluation set:
+    then every row of ``source`` is trained on and the evaluation file is the test split
+    (``test_fraction`` must be left unset or 0).
+
+    ``standardize``: rescale every feature to mean 0 and standard deviation 1 with the
+    statistics of the training split (applied to the test split and to queries too).
+    Default: on for user files, the built-in's own choice for built-ins (breast_cancer
+    on, the others off).
     """
     seed = _check_seed(seed)
-    test_fraction = _check_fraction("test_fraction", test_fraction, low_open=True)
+    if eval_source is not None:
+        if test_fraction not in (None, 0, 0.0):
+            raise ConfigError(
+                f"test_fraction={test_fraction} and an evaluation file were both given; with an "
+                "evaluation file every training row is trained on: leave test_fraction unset or 0."
+            )
+        test_fraction = 0.0
+    test_fraction = _check_fraction("test_fraction", 0.2 if test_fraction is None else test_fraction, low_open=False)
     label_noise = _check_fraction("label_noise", label_noise, low_open=False)
     if noise_seed is not None:
         noise_seed = _check_seed(noise_seed)
+    if standardize is not None and not isinstance(standardize, (bool, np.bool_)):
+        raise ConfigError(f"standardize must be True, False or None (the default), got {standardize!r}.")
 
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         _refuse_file_options(source, label_column, group_column)
@@ -210,6 +247,17 @@ def load_dataset(
             raw = _raw_from_csv(path, label_column, group_column)
         spec_source = str(path)
 
+    raw_default = raw.standardise
+    if standardize is None:
+        standardize = raw_default if spec_source in BUILTIN_DATASETS else True
+    raw = dataclasses.replace(raw, standardise=bool(standardize))
+    evaluation = None
+    eval_spec = None
+    if eval_source is not None:
+        eval_path = _resolve_file(eval_source)
+        evaluation = _eval_rows(eval_path, raw, spec_source, label_column, group_column)
+        eval_spec = str(eval_path)
+
     spec = {
         "source": spec_source,
         "seed": seed,
@@ -220,6 +268,12 @@ def load_dataset(
         "n_samples": n_samples,
         "noise": noise,
     }
+    # recorded only where it matters, so the spec (and fingerprint) of a built-in used its
+    # own way is unchanged; a user file always records whether it was standardised
+    if eval_spec is not None:
+        spec["eval_source"] = eval_spec
+    if spec_source not in BUILTIN_DATASETS or bool(standardize) != raw_default:
+        spec["standardize"] = bool(standardize)
     pairs = parse_noise_pairs(noise_pairs, raw.class_names) if noise_pairs is not None else None
     # only recorded when used, so the spec (and fingerprint) of noise-free data is unchanged
     if pairs is not None:
@@ -228,8 +282,20 @@ def load_dataset(
         spec["noise_seed"] = noise_seed
     return _assemble(
         raw, seed=seed, test_fraction=test_fraction, label_noise=label_noise, spec=spec,
-        noise_pairs=pairs, noise_seed=seed if noise_seed is None else noise_seed,
+        noise_pairs=pairs, noise_seed=seed if noise_seed is None else noise_seed, evaluation=evaluation,
     )
+
+
+def rebuild_dataset(spec: dict) -> Dataset:
+    """``load_dataset(**spec)`` for a spec recorded by any version of attrcore.
+
+    Specs written before standardisation was an option have no ``standardize`` key; their
+    user files were used unscaled and the built-ins their own way, so that is what they get.
+    """
+    spec = dict(spec)
+    if "standardize" not in spec:
+        spec["standardize"] = None if spec.get("source") in BUILTIN_DATASETS else False
+    return load_dataset(**spec)
 
 
 def parse_noise_pairs(pairs: str | Sequence, class_names: Sequence[str]) -> tuple[tuple[int, int], ...]:
@@ -273,7 +339,8 @@ def load_queries(
 
     ``None`` or the training set's own name gives its test split. A ``.npz`` path reads
     ``X`` and, when present, ``y``; a ``.csv`` path reads the training label column when
-    the file has it. Labels are mapped through ``train.class_names``.
+    the file has it. Labels are mapped through ``train.class_names``; features get the
+    training data's standardisation (``train.transform``).
     """
     if source is None or (isinstance(source, str) and source == train.name):
         return train.X_test, train.y_test
@@ -296,6 +363,7 @@ def load_queries(
             f"{train.name!r} has {train.n_features}; the queries need the same columns as "
             "the training data."
         )
+    X = train.transform(X)  # the training data's standardisation, if any
     if y_raw is None:
         return X, None
     y_raw = _check_label_shape(y_raw, len(X), path.name)
@@ -306,47 +374,106 @@ def load_queries(
 
 
 def _assemble(
-    raw: _Raw, *, seed: int, test_fraction: float, label_noise: float, spec: dict,
-    noise_pairs: tuple[tuple[int, int], ...] | None = None, noise_seed: int | None = None,
+    raw: _Raw,
+    *,
+    seed: int,
+    test_fraction: float,
+    label_noise: float,
+    spec: dict,
+    noise_pairs: tuple[tuple[int, int], ...] | None = None,
+    noise_seed: int | None = None,
+    evaluation: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
 ) -> Dataset:
     n_classes = len(raw.class_names)
-    if raw.ordered_split:
+    if test_fraction == 0:
+        train_rows, test_rows = np.arange(len(raw.y), dtype=np.int64), np.empty(0, dtype=np.int64)
+    elif raw.ordered_split:
         train_rows, test_rows = _ordered_split(raw, test_fraction)
     else:
         train_rows, test_rows = _stratified_split(raw, seed, test_fraction)
 
     X_train, X_test = raw.X[train_rows], raw.X[test_rows]
+    y_test = raw.y[test_rows]
+    groups = raw.groups
+    test_groups = None if groups is None else groups[test_rows]
+    if evaluation is not None:  # the user's own evaluation file is the test split
+        X_test, y_test, test_groups = evaluation
+        test_rows = np.arange(len(y_test), dtype=np.int64)
+    mean = scale = None
     if raw.standardise:
         # Statistics from the training split only, so nothing leaks from the test split.
         mean = X_train.astype(np.float64).mean(axis=0)
-        std = X_train.astype(np.float64).std(axis=0)
-        std[std == 0] = 1.0
-        X_train = (X_train - mean) / std
-        X_test = (X_test - mean) / std
+        scale = X_train.astype(np.float64).std(axis=0)
+        scale[scale == 0] = 1.0
+        X_train = (X_train - mean) / scale
+        X_test = (X_test - mean) / scale
 
     y_clean = raw.y[train_rows]
     noise_seed = seed if noise_seed is None else noise_seed
     y_train, flipped = _flip_labels(y_clean, n_classes, label_noise, noise_seed, noise_pairs)
-    groups = raw.groups
     return Dataset(
         name=raw.name,
         X_train=np.ascontiguousarray(X_train, dtype=np.float32),
         y_train=y_train,
-        X_test=np.ascontiguousarray(X_test, dtype=np.float32),
-        y_test=np.ascontiguousarray(raw.y[test_rows], dtype=np.int64),
+        X_test=np.ascontiguousarray(X_test, dtype=np.float32).reshape(len(y_test), raw.X.shape[1]),
+        y_test=np.ascontiguousarray(y_test, dtype=np.int64),
         n_classes=n_classes,
         kind=raw.kind,
         image_shape=raw.image_shape,
         feature_names=raw.feature_names,
         class_names=raw.class_names,
         train_groups=None if groups is None else groups[train_rows],
-        test_groups=None if groups is None else groups[test_rows],
+        test_groups=test_groups,
         y_train_clean=np.ascontiguousarray(y_clean, dtype=np.int64),
         flipped=flipped,
         train_rows=train_rows,
         test_rows=test_rows,
         spec=spec,
+        feature_mean=mean,
+        feature_scale=scale,
     )
+
+
+def _eval_rows(
+    path: Path, raw: _Raw, source: str, label_column: str | None, group_column: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The evaluation file's ``(X [q, d] raw, y [q] codes, groups [q] | None)``, checked
+    against the training data: same features (CSV columns in any order), labels among the
+    training classes. Standardisation happens later, with the training statistics."""
+    like = SimpleNamespace(
+        name=raw.name,
+        class_names=raw.class_names,
+        n_classes=len(raw.class_names),
+        feature_names=raw.feature_names,
+        spec={"source": source, "label_column": label_column, "group_column": group_column},
+    )
+    groups = None
+    if path.suffix.lower() == ".npz":
+        arrays = _read_npz(path, required=("X", "y"), optional=("groups",))
+        X = _check_features(arrays["X"], path.name)
+        y_raw = arrays["y"]
+        if "groups" in arrays and raw.groups is not None:
+            groups = np.asarray(arrays["groups"]).astype(str)
+    else:
+        df = _read_csv(path)
+        if label_column is None or label_column not in df.columns:
+            raise DataError(
+                f"the evaluation file {path.name} has no label column {label_column!r}; it needs the "
+                "training file's label column (and the same feature columns)."
+            )
+        X, y_raw = _queries_from_csv(path, like)
+        if group_column is not None and group_column in df.columns:
+            groups = df[group_column].to_numpy().astype(str)
+    if X.shape[1] != raw.X.shape[1]:
+        raise ShapeError(
+            f"the evaluation file {path.name} has {X.shape[1]} features per example but the training "
+            f"data {raw.name!r} has {raw.X.shape[1]}; it needs the same columns as the training data."
+        )
+    y_raw = _check_label_shape(y_raw, len(X), path.name)
+    y = _encode_query_labels(y_raw, like, f"the evaluation file {path.name}")
+    if groups is not None and len(groups) != len(y):
+        groups = None
+    return X, y, groups
 
 
 def _stratified_split(raw: _Raw, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -589,13 +716,17 @@ def _check_seed(seed: object) -> int:
 
 
 def _check_fraction(name: str, value: object, *, low_open: bool) -> float:
-    interval = "(0, 1)" if low_open else "[0, 1)"
+    interval = "(0, 1)" if low_open else "[0, 1)"  # test_fraction may be 0: train on every row
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise ConfigError(f"{name} must be a number in {interval}, got {value!r}.")
     value = float(value)
     low_ok = value > 0 if low_open else value >= 0
     if not (math.isfinite(value) and low_ok and value < 1):
-        hint = "e.g. 0.2" if low_open else "0 for clean labels, e.g. 0.1 to flip 10 %"
+        hint = (
+            "e.g. 0.2, or 0 to train on every row"
+            if name == "test_fraction"
+            else "0 for clean labels, e.g. 0.1 to flip 10 %"
+        )
         raise ConfigError(f"{name} must be in {interval}, got {value}; {hint}.")
     return value
 
