@@ -16,6 +16,7 @@ also reads what older attrcore versions saved.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -27,6 +28,7 @@ from .config import SimulationConfig, TrainConfig, fingerprint
 from .data.datasets import Dataset, load_dataset, rebuild_dataset
 from .data.sources import Sources, make_sources
 from .engine.compress import CompressedResponses, resolve_rank
+from .engine.estimate import EstimateWarning, check_estimate, estimate_training
 from .engine.model import MLP, MLPConfig
 from .engine.readout import TopK
 from .engine.readout import score as readout_score
@@ -342,6 +344,12 @@ def fit(
         choice = choose_simulation(mcfg, train_config, dataset.n_train, src.m)
         simulation, simulation_reason = choice.config, choice.reason
     mlp = MLP(mcfg)
+    # Before any work: refuse what cannot fit, warn about what is big.
+    estimate = estimate_training(
+        dataset.n_train, dataset.n_features, dataset.n_classes, tuple(hidden), train_config, simulation, src.m
+    )
+    for text in check_estimate(estimate, simulation):
+        warnings.warn(text, EstimateWarning, stacklevel=2)
     t0 = time.perf_counter()
     out = train(
         mlp, dataset.X_train, dataset.y_train, train_config, simulation,
@@ -353,7 +361,7 @@ def fit(
         responses = Tangents.from_flat(mlp, responses)
     last = out.history[-1] if out.history else {}
     metrics = {k: last[k] for k in ("train_accuracy", "test_accuracy", "loss") if k in last}
-    timings = dict(out.timings, wall_seconds=time.perf_counter() - t0)
+    timings = dict(out.timings, wall_seconds=time.perf_counter() - t0, estimated_seconds=estimate.seconds)
     if "sharding" in out.extras:
         metrics["sharding"] = out.extras["sharding"]
     if "neumann_step_size" in out.extras:

@@ -1,0 +1,236 @@
+"""What a training run will cost before it starts: memory and time from the data size, the
+model and the simulation settings.
+
+Interface: :func:`estimate_training` ``(n_train, n_features, n_classes, hidden, train,
+simulation, n_sources) -> Estimate`` (a pure function of its arguments) and
+:func:`check_estimate` ``(estimate, simulation) -> warnings``, which refuses (ConfigError,
+saying what to change) a run that cannot fit and returns the warnings for one that is big.
+
+The memory model follows the simulators in :mod:`attrcore.engine.simulate`:
+
+- the responses Δ, ``m × p`` values in the training dtype, always (``response_bytes``);
+- the simulation state: the full horizon carries one tangent per source (twice with
+  momentum), a horizon K a ring of ``K · min(B, m)`` tangents, the stationary scheme a
+  second ``m × p`` block for ḡ;
+- at the end of training Δ exists about three times at once (the simulator's blocks, the
+  flat ``[m, p]`` copy ``train`` returns, the per-layer copy of the run), so the peak of
+  the process is ≈ base + data + state + 3 Δ (measured: mnist1d, K = 2, m = 4000,
+  p = 78,858: Δ = 1.26 GB, peak RSS 5.1 GB).
+
+The time model counts tangent-example products: every active tangent goes through one
+curvature product per example of the batch and per layer, ``p`` multiply-adds each. The
+full horizon has ≈ m active tangents at every step after the first epoch, a horizon K has
+``K · min(B, m)``, the stationary scheme has ``m`` per Neumann step over the curvature
+batch. The constants were measured on this project's 2-core machine (one torch thread,
+``python benchmarks/estimate_calibration.py`` re-measures them against the model and
+writes ``benchmarks/estimate_calibration.md``): digits 64-128-10 (full horizon, K = 8,
+K = 0, stationary K = 10, no simulation), digits 64-32-10 with momentum and mnist1d
+40-256-256-10 K = 2 with momentum; measured / estimated was 0.5-1.6 there and 0.7-0.9 on
+the README's 30-epoch digits runs. On a shared machine the wall time also varies 2-3× with
+load, hence the range ``seconds_low``-``seconds_high`` (0.5× to 3× the estimate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..config import SimulationConfig, TrainConfig
+from ..errors import ConfigError
+
+# Seconds per (tangent · example · parameter · layer) of the fused curvature products.
+SECONDS_PER_TANGENT_PRODUCT = 3.5e-11
+STATIONARY_FACTOR = 2.5  # the Neumann step is an unfused product plus an update
+MOMENTUM_FACTOR = 2.0  # the momentum tangents double the state and the update traffic
+SECONDS_PER_EXAMPLE_PARAM = 2.5e-9  # plain training: forward + backward per example
+SECONDS_PER_SOURCE_GRAD = 2.5e-9  # per-source gradients fed to the simulator, per example · parameter
+SECONDS_PER_RESPONSE_BYTE = 2.0e-9  # finalising, copying and flattening Δ
+BASE_BYTES = 500 * 2**20  # python + torch + numpy/pandas/sklearn, measured ≈ 0.5 GB
+LOW, HIGH = 0.5, 3.0  # the time range around the central estimate
+WARN_SECONDS = 600.0  # warn above 10 minutes
+WARN_MEMORY_FRACTION = 0.5  # warn above half the memory available
+
+
+class EstimateWarning(UserWarning):
+    """A run that will take long or use much of the machine's memory (it still runs)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected cost of one training run (bytes and seconds)."""
+
+    n_train: int
+    n_sources: int
+    n_params: int
+    steps: int
+    response_bytes: int  # the stored responses Δ [m, p]
+    state_bytes: int  # the simulation's working state besides Δ
+    peak_bytes: int  # expected peak memory of the process
+    seconds: float  # central estimate of the wall time
+    seconds_low: float
+    seconds_high: float
+    notes: tuple[str, ...] = field(default_factory=tuple)  # how the numbers were counted
+
+    @property
+    def budget_bytes(self) -> int:
+        """What counts against ``memory_budget_mb``: the responses and the simulation state."""
+        return self.response_bytes + self.state_bytes
+
+    def summary(self) -> str:
+        """One line for a person: memory and time with its range."""
+        sim = f"{_fmt_bytes(self.response_bytes)} of responses, " if self.response_bytes else ""
+        return (
+            f"{self.n_train} training examples, {self.n_sources} sources, {self.n_params} parameters, "
+            f"{self.steps} steps: {sim}peak memory ≈ {_fmt_bytes(self.peak_bytes)}, time ≈ "
+            f"{_fmt_seconds(self.seconds)} (likely {_fmt_seconds(self.seconds_low)} to "
+            f"{_fmt_seconds(self.seconds_high)} on a machine like this one)"
+        )
+
+
+def estimate_training(
+    n_train: int,
+    n_features: int,
+    n_classes: int,
+    hidden: tuple[int, ...],
+    train: TrainConfig,
+    simulation: SimulationConfig | None,
+    n_sources: int | None = None,
+) -> Estimate:
+    """Memory and time of training an MLP ``n_features-hidden-n_classes`` on ``n_train``
+    examples with ``train`` and simulating ``n_sources`` sources (default one per example)."""
+    sizes = [int(n_features), *(int(h) for h in hidden), int(n_classes)]
+    p = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    layers = len(sizes) - 1
+    n = int(n_train)
+    B = max(1, min(int(train.batch_size), n))
+    per_epoch = n // B if train.drop_last and n >= B else math.ceil(n / B)
+    steps = max(1, per_epoch) * int(train.epochs)
+    item = 8 if train.dtype == "float64" else 4
+    scheme = "none" if simulation is None else simulation.scheme
+    m = (n if n_sources is None else int(n_sources)) if scheme != "none" else 0
+    mu = MOMENTUM_FACTOR if train.momentum else 1.0
+    notes = []
+
+    data_bytes = 4 * n * sizes[0] * item
+    response_bytes = m * p * item
+    state_bytes = 0
+    products = 0.0  # tangent · example products
+    if scheme == "trajectory":
+        K = simulation.horizon
+        if K is None or K >= steps:
+            state_bytes = m * p * item * (1 if train.momentum else 0)  # U is Δ itself; V with momentum
+            ramp = 1.0 - 0.5 / train.epochs if m >= B else 1.0  # per-example sources join in epoch 1
+            products = float(m) * B * steps * ramp
+            notes.append("full horizon: every source's tangent is carried through every step")
+        elif K > 0:
+            ring = K * min(B, m)
+            state_bytes = ring * p * item * (2 if train.momentum else 1)
+            products = float(ring) * B * steps
+            notes.append(f"horizon {K}: {ring} tangents alive at each step")
+        else:
+            notes.append("horizon 0: no curvature products")
+        sim_seconds = SECONDS_PER_TANGENT_PRODUCT * products * p * layers * mu
+    elif scheme == "stationary":
+        n_curv = n if simulation.curvature_batch_size is None else min(n, simulation.curvature_batch_size)
+        state_bytes = m * p * item  # ḡ beside Δ
+        products = float(simulation.horizon) * m * n_curv + 30.0 * n  # Neumann steps + power iteration
+        sim_seconds = SECONDS_PER_TANGENT_PRODUCT * STATIONARY_FACTOR * products * p * layers
+        notes.append(f"stationary: {simulation.horizon} Neumann steps of {m} tangents over {n_curv} examples")
+    else:
+        sim_seconds = 0.0
+    train_seconds = SECONDS_PER_EXAMPLE_PARAM * n * train.epochs * p
+    if m:
+        train_seconds += SECONDS_PER_SOURCE_GRAD * n * train.epochs * p
+    finish_seconds = SECONDS_PER_RESPONSE_BYTE * response_bytes * 3
+    seconds = train_seconds + sim_seconds + finish_seconds
+    peak = BASE_BYTES + data_bytes + state_bytes + 3 * response_bytes
+    return Estimate(
+        n_train=n,
+        n_sources=m,
+        n_params=p,
+        steps=steps,
+        response_bytes=response_bytes,
+        state_bytes=state_bytes,
+        peak_bytes=peak,
+        seconds=seconds,
+        seconds_low=LOW * seconds,
+        seconds_high=HIGH * seconds,
+        notes=tuple(notes),
+    )
+
+
+def check_estimate(
+    estimate: Estimate,
+    simulation: SimulationConfig | None,
+    available_bytes: int | None = None,
+    warn_seconds: float = WARN_SECONDS,
+) -> list[str]:
+    """Refuse a run that cannot fit, before any work; return warnings for a big one.
+
+    Refused (ConfigError naming what to change): the responses plus the simulation state
+    exceed ``memory_budget_mb``, or the expected peak exceeds the memory available
+    (``available_bytes``, default: what the machine has free now).
+    """
+    from .readout import available_memory_bytes
+
+    available = available_memory_bytes() if available_bytes is None else int(available_bytes)
+    fixes = _fixes(estimate, simulation)
+    if simulation is not None and simulation.scheme != "none":
+        budget = simulation.memory_budget_mb * 2**20
+        if estimate.budget_bytes > budget:
+            raise ConfigError(
+                f"this run needs {_fmt_bytes(estimate.budget_bytes)} for the simulation "
+                f"({_fmt_bytes(estimate.response_bytes)} of responses for {estimate.n_sources} sources × "
+                f"{estimate.n_params} parameters, {_fmt_bytes(estimate.state_bytes)} of working state), more "
+                f"than the memory budget of {simulation.memory_budget_mb:g} MB; {fixes}, or raise the memory "
+                "budget (memory_budget_mb, --memory-budget). Nothing was trained."
+            )
+    if estimate.peak_bytes > available:
+        raise ConfigError(
+            f"this run would peak at about {_fmt_bytes(estimate.peak_bytes)} of memory but this machine has "
+            f"{_fmt_bytes(available)} available; {fixes}. Nothing was trained."
+        )
+    warnings = []
+    if estimate.peak_bytes > WARN_MEMORY_FRACTION * available:
+        warnings.append(
+            f"this run will use about {_fmt_bytes(estimate.peak_bytes)} of the {_fmt_bytes(available)} of memory "
+            "available; other programs may slow down or fail."
+        )
+    if estimate.seconds > warn_seconds:
+        warnings.append(
+            f"this run will take about {_fmt_seconds(estimate.seconds)} (likely "
+            f"{_fmt_seconds(estimate.seconds_low)} to {_fmt_seconds(estimate.seconds_high)}); {fixes} to make it "
+            "faster."
+        )
+    return warnings
+
+
+def _fixes(estimate: Estimate, simulation: SimulationConfig | None) -> str:
+    options = []
+    if estimate.n_sources > 100:
+        options.append("group the sources (sources 'class' or a group column)")
+    if simulation is not None and simulation.scheme == "trajectory" and simulation.horizon != 0:
+        options.append("use a shorter horizon")
+    if simulation is not None and simulation.scheme == "stationary":
+        options.append("use fewer Neumann steps or a curvature batch")
+    if simulation is not None and simulation.scheme != "none" and simulation.response_dtype != "float16":
+        options.append("store the responses in float16 (response dtype)")
+    options.append("train on fewer rows or a smaller network")
+    return ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 1:
+        return "under a second"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
