@@ -109,9 +109,14 @@ class TrainRequest:
         )
 
     def fit_and_save(self, store: RunStore, progress: Callable | None = None) -> TrainedRun:
-        """Train, simulate, then save atomically; a cancelled or failed run saves nothing."""
+        """Train, simulate, then save atomically; a cancelled or failed run saves nothing.
+
+        Everything is checked before training starts (the name too), so a bad setting never
+        throws a finished run away.
+        """
         if not self.overwrite and store.exists(self.name):
             raise ConfigError(f"a run named {self.name!r} exists; pick another name or tick 'overwrite'.")
+        store.check_can_save(self.name, self.overwrite)
         run = fit(
             self.data.load(),
             hidden=self.hidden,

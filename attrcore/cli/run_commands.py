@@ -31,8 +31,10 @@ def _executor(args):
 
 def cmd_train(args, keep: bool = False):
     store = _store()
-    if args.run and store.exists(args.run) and not args.overwrite:
-        raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
+    if args.run is not None:  # every check save_run makes, before any work ("--run ''" too)
+        if store.exists(args.run) and not args.overwrite:
+            raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
+        store.check_can_save(args.run, args.overwrite)
     dataset = _dataset(args)
     train_cfg, sim = _configs(args, choose=True)
     reason = None
@@ -62,7 +64,7 @@ def cmd_train(args, keep: bool = False):
           f"({_responses_label(run)})", file=sys.stderr)
     if reason is not None:
         print(f"simulation: {reason}", file=sys.stderr)
-    if args.run:
+    if args.run is not None:
         run.save(store, args.run, overwrite=args.overwrite)
         print(f"saved run '{args.run}' in {store.home}", file=sys.stderr)
     return run

@@ -230,6 +230,18 @@ class RunStore:
             conn.execute("DELETE FROM runs WHERE name = ?", (name,))
         self._remove_version(row[0])
 
+    def check_can_save(self, name: str, overwrite: bool = False) -> str:
+        """Everything :meth:`save_run` would refuse about ``name``, checked before any work.
+
+        Call it before training: a bad or taken name must not throw a finished run away.
+        Returns the name; ConfigError if it is not a valid name, or is taken and
+        ``overwrite`` is False.
+        """
+        name = _check_name(name, "run name")
+        if not overwrite and self.exists(name):
+            raise _exists_error(name)
+        return name
+
     # --- runs: read --------------------------------------------------------------------
 
     def exists(self, name: str) -> bool:
