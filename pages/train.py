@@ -65,6 +65,8 @@ with data_col:
                     group_column = None if g == NONE else g
             except AttrcoreError as err:
                 st.error(sup.error_text(err))
+                if path is not None:  # a rejected file is not kept (the page still holds its bytes)
+                    uploads.discard_upload(sh.home(), path)
                 path = None
     else:
         st.caption(describe_builtin(source))
@@ -102,6 +104,8 @@ with data_col:
             dataset = sh.load_data(json.dumps(data_choice.kwargs(), sort_keys=True))
         except AttrcoreError as err:
             st.error(sup.error_text(err))
+            if path is not None:  # a rejected upload is not kept
+                uploads.discard_upload(sh.home(), path)
     if dataset is not None:
         st.markdown(
             f"**{dataset.name}**: {dataset.n_train} training and {dataset.n_test} test examples, "

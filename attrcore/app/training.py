@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,6 +118,19 @@ class TrainRequest:
         if not self.overwrite and store.exists(self.name):
             raise ConfigError(f"a run named {self.name!r} exists; pick another name or tick 'overwrite'.")
         store.check_can_save(self.name, self.overwrite)
+        files = [f for f in (self.data.source, self.data.eval_source) if f is not None]
+
+        def keep_files_alive(p):  # an upload being trained on is in use: the store keeps it
+            now = time.monotonic()
+            if now - last[0] > 30:
+                last[0] = now
+                for f in files:
+                    store.touch_upload(f)
+            return None if progress is None else progress(p)
+
+        last = [time.monotonic()]
+        for f in files:
+            store.touch_upload(f)
         run = fit(
             self.data.load(),
             hidden=self.hidden,
@@ -124,8 +138,10 @@ class TrainRequest:
             train_config=self.train,
             simulation=self.simulation,
             sources=self.sources,
-            progress=progress,
+            progress=keep_files_alive,
         )
+        for f in files:
+            store.touch_upload(f)
         run.save(store, self.name, overwrite=self.overwrite)
         return run
 

@@ -1,11 +1,9 @@
-"""Uploaded data files: saved content-addressed under the store, CSV columns peeked at.
-"""
+"""Uploaded data files: kept content-addressed in the store while a run uses them, CSV
+columns peeked at."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,11 +16,15 @@ MAX_UPLOAD_MB = 200
 
 
 def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
-    """Keep an uploaded CSV/NPZ under ``home/uploads/<sha>/<name>`` and return its path.
+    """Keep an uploaded CSV/NPZ in the store at ``home`` and return its path.
 
-    Content-addressed, so uploading the same file again reuses it and a saved run can
-    always rebuild its dataset. Nothing is parsed or unpickled here.
+    Content-addressed and deduplicated (:meth:`attrcore.store.RunStore.put_upload`), so a
+    saved run can always rebuild its dataset; kept only while a run uses it (the store
+    removes unused uploads, and a rejected one can go at once with ``discard_upload``).
+    Nothing is parsed or unpickled here.
     """
+    from ..store import RunStore
+
     suffix = Path(filename).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise DataError(
@@ -33,16 +35,14 @@ def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
         raise DataError(f"{filename!r} is empty; upload a file with data rows.")
     if len(data) > MAX_UPLOAD_MB * 2**20:
         raise DataError(f"{filename!r} is larger than {MAX_UPLOAD_MB} MB; upload a smaller sample.")
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).stem).strip("._") or "data"
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = Path(home) / "uploads" / digest
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem[:60]}{suffix}"
-    if not path.exists():
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
+    return RunStore(home).put_upload(filename, data)
+
+
+def discard_upload(home: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Delete an upload at once unless a run uses it (a file the page rejected)."""
+    from ..store import RunStore
+
+    return RunStore(home).discard_upload(path)
 
 
 def csv_columns(path: str | os.PathLike) -> list[str]:

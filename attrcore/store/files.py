@@ -274,3 +274,52 @@ def _last_touched(path: Path) -> float:
         return max(times)
     except FileNotFoundError:
         return 0.0
+
+
+# --- writer locks -------------------------------------------------------------------
+
+LOCK_FILE = ".writing"  # inside a folder being written; flock-ed by its writer
+
+try:  # POSIX advisory locks; released by the OS when the process dies (kill -9 too)
+    import fcntl
+except ImportError:  # Windows: no locks, orphans are only removed after a grace period
+    fcntl = None
+
+
+class _WriterLock:
+    """An exclusive lock on ``<folder>/.writing``, held while that folder is written and
+    committed. A folder whose lock file exists but is not locked was left by a writer that
+    died; one with a held lock is a save in progress, whatever its age."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self.fd: int | None = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        if fcntl is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Remove the lock file (if its folder still exists) and drop the lock."""
+        if self.fd is None:
+            return
+        _unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+
+def _writer_state(folder: Path) -> str:
+    """``"live"`` (a writer holds the lock), ``"dead"`` (lock file, nobody holds it) or
+    ``"unknown"`` (no lock file, or no locks on this system)."""
+    if fcntl is None:
+        return "unknown"
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return "unknown"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return "live"
+    finally:
+        os.close(fd)  # also drops the lock we may have just taken
+    return "dead"

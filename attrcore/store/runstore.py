@@ -11,13 +11,19 @@ Layout under ``home`` (``$ATTRCORE_HOME``, else ``~/.attrcore``)::
     runs/<name>/<uuid>/tensors.safetensors         one immutable version of a run
     runs/<name>/<uuid>/run.json                    config, history, timings, metrics, meta
     artifacts/<kind>/<key fp>-<uuid>.safetensors   one immutable version of an artifact
+    uploads/<sha256[:16]>/<name>.csv|.npz          an uploaded data file a run uses
 
 Why versions: every write goes to a fresh directory (or file) that nothing points at, is
 fsynced, and only then does ONE SQLite transaction point the index at it; the version it
 replaced is removed after the commit. A crash or Ctrl-C at any moment therefore leaves the
 old state or the new one, never a half-written run. Readers only follow the index, so
-orphans left by a hard crash are invisible until :meth:`RunStore.gc` removes them (it is
-not run automatically; the CLI or app may call it now and then).
+orphans left by a hard crash are invisible, and :meth:`RunStore.gc` removes them whenever
+a store is opened (``python -m attrcore gc`` on demand): a writer holds a lock on the
+folder it writes (``.writing``, released by the OS when the process dies), so a save in
+progress is never mistaken for an orphan.
+
+Uploaded files (``uploads/<sha256>/<name>``, :meth:`RunStore.put_upload`) are kept only
+while a run uses them and are deduplicated by content.
 
 Nothing is pickled: tensors are safetensors, everything else is JSON.
 """
@@ -70,6 +76,8 @@ from .files import (
     _subdirs,
     _unlink,
     _write_json,
+    _writer_state,
+    _WriterLock,
 )
 from .index import (
     _RUN_COLUMNS,
@@ -89,12 +97,16 @@ from .records import Artifact, Run, RunInfo
 
 FORMAT_VERSION = 1
 LIST_RUNS_HINT = "python -m attrcore runs"
+UPLOADS_DIR = "uploads"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 _VERSION_RE = re.compile(r"[0-9a-f]{32}")
 _ARTIFACT_FILE_RE = re.compile(r"[0-9a-f]{16}-[0-9a-f]{32}\.safetensors")
 _ATTEMPTS = 20  # optimistic retries when another writer changes a run under us
-_GC_GRACE = 900.0  # seconds; younger orphans may be a save still in progress
+_GC_GRACE = 900.0  # seconds; an orphan without a writer lock this young may be a save starting
+_STAGE_PREFIX = ".stage-"  # artifacts/<kind>/.stage-<uuid>/: an artifact being written
+_UPLOAD_GRACE = 3600.0  # seconds an upload no run uses is kept (a Train page may be using it)
+_UPLOAD_ACTIVE = 120.0  # an upload touched this recently is in use (a training touches it)
 
 
 def default_home() -> Path:
@@ -125,6 +137,7 @@ class RunStore:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self._ready = False
         self._local = threading.local()  # one SQLite connection per thread
+        self._writers: dict[str, _WriterLock] = {}  # version being written -> its lock
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.home)!r})"
@@ -220,15 +233,16 @@ class RunStore:
         return self._rewrite_run(old, new, lambda doc, old_dir: None)
 
     def delete_run(self, name: str) -> None:
-        """Remove a run from the index, then its files."""
+        """Remove a run from the index, then its files and the uploads only it used."""
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT version FROM runs WHERE name = ?", (name,)
+                "SELECT version, config FROM runs WHERE name = ?", (name,)
             ).fetchone()
             if row is None:
                 raise self._not_found(name, conn)
             conn.execute("DELETE FROM runs WHERE name = ?", (name,))
         self._remove_version(row[0])
+        self._drop_unused_uploads(json.loads(row[1]))
 
     def check_can_save(self, name: str, overwrite: bool = False) -> str:
         """Everything :meth:`save_run` would refuse about ``name``, checked before any work.
@@ -284,7 +298,7 @@ class RunStore:
             )
         raise RunNotFoundError(
             f"run {name!r} is in the index but its files under {vdir} are missing; "
-            f"delete it with RunStore().delete_run({name!r}) and save it again."
+            f"delete it with `python -m attrcore delete {name}` and save it again."
         )
 
     def list_runs(
@@ -376,16 +390,24 @@ class RunStore:
         meta = _json_dict(meta, "artifact meta")
         tensors = _prepare_tensors(_arrays_to_tensors(arrays))
         fp = fingerprint(key)
-        version = f"artifacts/{kind}/{fp}-{uuid.uuid4().hex}.safetensors"
+        name = f"{fp}-{uuid.uuid4().hex}.safetensors"
+        version = f"artifacts/{kind}/{name}"
         path = self._abs(version)
         self._ensure_ready()
-        _make_dirs(path.parent)
+        # Written in a locked staging folder, moved into place inside the transaction: a
+        # crash leaves only a staging folder (removed on the next open), never a stray file.
+        stage = path.parent / f"{_STAGE_PREFIX}{uuid.uuid4().hex}"
+        _make_dirs(stage)
+        lock = None
         try:
-            _save_tensors(path, tensors)
-            _fsync_dir(path.parent)
+            lock = _WriterLock(stage)
+            _save_tensors(stage / name, tensors)
         except BaseException:
-            _unlink(path)
+            if lock is not None:
+                lock.release()
+            _remove(stage)
             raise
+        size = (stage / name).stat().st_size
         row = (
             kind,
             fp,
@@ -393,15 +415,13 @@ class RunStore:
             version,
             json.dumps(meta),
             _now(),
-            path.stat().st_size,
+            size,
         )
         old = None
         try:
             with self._transaction() as conn:
-                if not path.exists():
-                    raise FileNotFoundError(
-                        f"{path} vanished before commit (a concurrent gc?); put it again."
-                    )
+                os.replace(stage / name, path)
+                _fsync_dir(path.parent)
                 prev = conn.execute(
                     "SELECT version FROM artifacts WHERE kind = ? AND fingerprint = ?",
                     (kind, fp),
@@ -413,6 +433,9 @@ class RunStore:
         except BaseException:
             self._discard_if_unreferenced(version, "artifacts")
             raise
+        finally:
+            lock.release()
+            _remove(stage)
         if old is not None:
             self._remove_version(old)
         return fp
@@ -486,17 +509,31 @@ class RunStore:
 
     # --- maintenance -------------------------------------------------------------------
 
-    def gc(self, grace_seconds: float = _GC_GRACE) -> list[Path]:
-        """Remove version directories and artifact files no index row points at.
+    def gc(self, grace_seconds: float = _GC_GRACE, upload_grace_seconds: float = _UPLOAD_GRACE) -> list[Path]:
+        """Remove what no index row points at: version folders and staging folders left by
+        writers that died (a ``kill -9`` mid-save), replaced versions a crash kept, and
+        uploads no run uses. Runs automatically whenever a store is opened.
 
-        Only those untouched for ``grace_seconds`` are removed, because a younger one may
-        be a save in progress in another process. Holding the write lock while deleting
-        makes this safe anyway: a save whose files vanished fails instead of committing.
-        Returns the removed paths.
+        Safe with concurrent writers: a folder whose writer is alive holds its writer lock
+        (``.writing``) and is never touched, whatever its age; a folder whose lock file is
+        free was left by a dead writer and goes at once; one without a lock file (written
+        by an older attrcore, or a save in its first microsecond) only when untouched for
+        ``grace_seconds``. An upload no run uses goes once untouched for
+        ``upload_grace_seconds`` (a Train page may be about to use it). The deletions
+        happen under the index's write lock, so no commit can race them. Returns the
+        removed paths.
         """
         self._ensure_ready()
         removed: list[Path] = []
-        cutoff = time.time() - grace_seconds
+        now = time.time()
+        cutoff = now - grace_seconds
+
+        def orphaned(entry: Path) -> bool:
+            state = _writer_state(entry) if entry.is_dir() else "unknown"
+            if state == "live":
+                return False
+            return state == "dead" or _last_touched(entry) <= cutoff
+
         with self._transaction() as conn:
             # Compare last path components (uuids are unique): on a case-insensitive file
             # system runs "A" and "a" share a folder whose spelling need not match the row.
@@ -506,23 +543,116 @@ class RunStore:
                     "SELECT version FROM runs UNION SELECT version FROM artifacts"
                 )
             }
-            for parent, pattern, is_dir in (
-                (self.home / "runs", _VERSION_RE, True),
-                (self.home / "artifacts", _ARTIFACT_FILE_RE, False),
-            ):
-                for group in _subdirs(parent):
-                    for entry in list(group.iterdir()):
-                        if (
-                            pattern.fullmatch(entry.name)
-                            and entry.is_dir() == is_dir
-                            and entry.name not in live
-                            and _last_touched(entry) <= cutoff
-                        ):
-                            _remove(entry)
-                            removed.append(entry)
-                    if is_dir:  # artifact folders stay: a put may be writing into one
-                        _rmdir_if_empty(group)
+            for group in _subdirs(self.home / "runs"):
+                for entry in list(group.iterdir()):
+                    if (
+                        _VERSION_RE.fullmatch(entry.name)
+                        and entry.is_dir()
+                        and entry.name not in live
+                        and orphaned(entry)
+                    ):
+                        _remove(entry)
+                        removed.append(entry)
+                _rmdir_if_empty(group)
+            for group in _subdirs(self.home / "artifacts"):  # folders stay: a put may be starting
+                for entry in list(group.iterdir()):
+                    stray = (
+                        (_ARTIFACT_FILE_RE.fullmatch(entry.name) and entry.is_file() and entry.name not in live)
+                        or (entry.name.startswith(_STAGE_PREFIX) and entry.is_dir())
+                        or (entry.name.startswith(".tmp") and entry.is_file())  # older attrcore's temp files
+                    )
+                    if stray and orphaned(entry):
+                        _remove(entry)
+                        removed.append(entry)
+            used = self._uploads_in_use(conn)
+            for folder in _subdirs(self.home / UPLOADS_DIR):
+                if folder.name in used or _last_touched(folder) > now - upload_grace_seconds:
+                    continue
+                _remove(folder)
+                removed.append(folder)
         return removed
+
+    # --- uploads -----------------------------------------------------------------------
+
+    def put_upload(self, filename: str, data: bytes) -> Path:
+        """Keep an uploaded file's bytes under ``uploads/<sha256>/<name>``; return its path.
+
+        Deduplicated by content: the same bytes under any name reuse one file. Kept only
+        while a run uses it (its data source or evaluation file): :meth:`gc` removes an
+        upload no run uses after an hour, :meth:`delete_run` with the last run using it,
+        and :meth:`discard_upload` at once (a rejected file). Nothing is parsed here.
+        """
+        self._ensure_ready()
+        suffix = Path(filename).suffix.lower()
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).stem).strip("._") or "data"
+        folder = self.home / UPLOADS_DIR / hashlib.sha256(data).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        same = sorted(p for p in folder.iterdir() if p.suffix == suffix and p.is_file())
+        if same:
+            self.touch_upload(same[0])
+            return same[0]
+        path = folder / f"{stem[:60]}{suffix}"
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            _unlink(tmp)
+        return path
+
+    def touch_upload(self, path: str | os.PathLike) -> None:
+        """Mark an upload as in use now (a training that reads it calls this now and then)."""
+        path = Path(path)
+        if self._upload_folder(path) is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+                os.utime(path.parent)
+
+    def discard_upload(self, path: str | os.PathLike) -> bool:
+        """Delete an upload at once unless a run uses it (e.g. a file that was rejected)."""
+        folder = self._upload_folder(Path(path))
+        if folder is None:
+            return False
+        with self._connection() as conn:
+            if folder.name in self._uploads_in_use(conn):
+                return False
+        _remove(folder)
+        return True
+
+    def _upload_folder(self, path: Path) -> Path | None:
+        """``uploads/<digest>`` if ``path`` is a file in this store's uploads, else None."""
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(self.home / UPLOADS_DIR)))
+        except ValueError:
+            return None
+        return self.home / UPLOADS_DIR / rel.parts[0] if len(rel.parts) == 2 else None
+
+    def _uploads_in_use(self, conn: sqlite3.Connection) -> set[str]:
+        """Digest folders of the uploads some run's data spec points at."""
+        used = set()
+        for (config,) in conn.execute("SELECT config FROM runs"):
+            data = json.loads(config).get("data") or {}
+            for key in ("source", "eval_source"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    folder = self._upload_folder(Path(value))
+                    if folder is not None:
+                        used.add(folder.name)
+        return used
+
+    def _drop_unused_uploads(self, config: dict) -> None:
+        """After a run was deleted: remove its uploads that no other run uses."""
+        data = config.get("data") or {}
+        paths = [data.get(k) for k in ("source", "eval_source")]
+        folders = {self._upload_folder(Path(v)) for v in paths if isinstance(v, str)}
+        folders.discard(None)
+        if not folders:
+            return
+        with self._connection() as conn:
+            used = self._uploads_in_use(conn)
+        for folder in folders:
+            if folder.name not in used and _last_touched(folder) < time.time() - _UPLOAD_ACTIVE:
+                _remove(folder)
 
     # --- internals: runs ---------------------------------------------------------------
 
@@ -539,6 +669,8 @@ class RunStore:
         vdir = self._abs(version)
         _make_dirs(vdir)
         try:
+            # held until the commit is done: gc never touches a folder whose writer is alive
+            self._writers[version] = _WriterLock(vdir)
             if tensors is not None:
                 _save_tensors(vdir / TENSORS_FILE, tensors)
             else:
@@ -547,10 +679,16 @@ class RunStore:
             _write_json(vdir / RUN_FILE, doc)
             _fsync_dir(vdir)
         except BaseException:
+            self._release_writer(version)
             _remove(vdir)
             _rmdir_if_empty(vdir.parent)
             raise
         return version, (vdir / TENSORS_FILE).stat().st_size
+
+    def _release_writer(self, version: str) -> None:
+        lock = self._writers.pop(version, None)
+        if lock is not None:
+            lock.release()
 
     def _commit_run(
         self, row: dict, *, expect: object, drop: tuple[str, str] | None = None
@@ -583,6 +721,8 @@ class RunStore:
         except BaseException:
             self._discard_if_unreferenced(row["version"], "runs")
             raise
+        finally:
+            self._release_writer(row["version"])
         for version in old:
             self._remove_version(version)
 
@@ -702,6 +842,9 @@ class RunStore:
         finally:
             conn.close()
         self._ready = True
+        # Clean up after writers that died (kill -9, power cut); never fails an open.
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.gc()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

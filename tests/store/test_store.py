@@ -359,19 +359,17 @@ def test_hard_crash_leaves_an_orphan_that_gc_removes(
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 3, err
 
+    # both crashes left an orphan (on the file system, before this store opens); each
+    # writer's own open may already have removed the other's if it started after that one
+    # died, but not both: so at least the live version and one orphan are there
+    assert len(version_dirs(home, "kept")) + len(version_dirs(home, "fresh")) >= 2
     reopened = RunStore(home)
     assert [i.name for i in reopened.list_runs()] == ["kept"]
     run = reopened.load_run("kept")
     assert run.config == {"v": 1} and torch.equal(run.tensors["a"], torch.arange(3.0))
-    assert (
-        len(version_dirs(home, "kept")) == 2 and len(version_dirs(home, "fresh")) == 1
-    )
-
-    assert (
-        reopened.gc() == []
-    )  # young orphans may be saves in progress: kept by default
-    removed = reopened.gc(grace_seconds=0)
-    assert len(removed) == 2
+    # opening the store removed both: their writers' locks were free (the writers died),
+    # so they were not saves in progress however young (issue #9: cleaned up on open)
+    assert reopened.gc() == [] and reopened.gc(grace_seconds=0) == []
     assert version_dirs(home, "kept") == [run.path]
     assert not (home / "runs" / "fresh").exists()
     assert torch.equal(reopened.load_run("kept").tensors["a"], torch.arange(3.0))
