@@ -8,6 +8,8 @@ cheap (and precise) for a few dozen parameters in float64.
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,55 @@ from torch import Tensor
 # At these sizes a kernel is microseconds of arithmetic; with the machine's two cores
 # shared by several jobs, waking a thread pool per op costs ~10x more than the op itself.
 torch.set_num_threads(1)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_state(root: Path = REPO) -> dict[str, str] | None:
+    """``git status`` of ``root`` with a hash of every changed file: what a test run must not
+    change. None when git or the repository is not available (e.g. an installed copy)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    state = {}
+    for line in out.stdout.splitlines():
+        path = root / line[3:].split(" -> ")[-1].strip('"')
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-"
+        state[line[3:]] = f"{line[:2]} {digest}"
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_REPO_KEY] = repo_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if the tests changed the repository's working tree (e.g. screenshots)."""
+    before = session.config.stash.get(_REPO_KEY, None)
+    after = repo_state() if before is not None else None
+    if before is None or after is None or after == before:
+        return
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            "error: the tests changed the repository's working tree: " + ", ".join(changed)
+            + " (tests must write to temporary folders)",
+            red=True,
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_REPO_KEY = pytest.StashKey[dict | None]()
 
 
 def pytest_configure(config: pytest.Config) -> None:

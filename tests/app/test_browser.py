@@ -5,7 +5,10 @@ holds small prepared runs (plus LDS ground truth and a cost measurement, so Eval
 Cost show results), waits for ``/_stcore/health``, opens every page in Debian's headless
 Chromium through Playwright (``executable_path``; never ``playwright install``), checks
 that the page's heading is there and no ``stException`` element is, and saves a full-page
-screenshot to ``assets/screenshots/<page>.png`` (shown in the README).
+screenshot of each page into a temporary folder, so running the tests never changes the
+repository. Refreshing the README's screenshots is an explicit command:
+
+    ATTRCORE_SCREENSHOTS=assets/screenshots python -m pytest -q tests/app/test_browser.py
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "assets" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -78,6 +80,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def screenshot_dir(tmp_root: Path) -> Path:
+    """Where screenshots go: ``$ATTRCORE_SCREENSHOTS`` when set (the README refresh), else a
+    temporary folder."""
+    chosen = os.environ.get("ATTRCORE_SCREENSHOTS")
+    return Path(chosen).resolve() if chosen else tmp_root / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("shots"))
+
+
+def test_screenshots_go_to_a_temporary_folder_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.delenv("ATTRCORE_SCREENSHOTS", raising=False)
+    assert ROOT not in screenshot_dir(tmp_path).parents
+    monkeypatch.setenv("ATTRCORE_SCREENSHOTS", str(ROOT / "assets" / "screenshots"))
+    assert screenshot_dir(tmp_path) == ROOT / "assets" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +183,7 @@ def wait_until_rendered(page) -> None:
 
 
 @pytest.mark.parametrize(("name", "path", "heading"), PAGES, ids=[p[0] for p in PAGES])
-def test_page_renders_without_exception(browser, server, name, path, heading):
+def test_page_renders_without_exception(browser, server, shots, name, path, heading):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(f"{server}/{path}")
@@ -179,8 +200,8 @@ def test_page_renders_without_exception(browser, server, name, path, heading):
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
         page.set_viewport_size({"width": 1400, "height": max(900, min(int(height) + 20, 12_000))})
         page.wait_for_timeout(2000)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
         assert not page.query_selector_all('[data-testid="stException"]')
     finally:
         page.close()
