@@ -8,7 +8,9 @@ saying what to change) a run that cannot fit and returns the warnings for one th
 
 The memory model follows the simulators in :mod:`attrcore.engine.simulate`:
 
-- the responses Δ, ``m × p`` values in the training dtype, always (``response_bytes``);
+- the responses Δ, ``m × p`` values in the training dtype (``response_bytes``), or
+  ``r · (p + m)`` when they are compressed to rank r (``SimulationConfig.rank``; the
+  working memory then follows :func:`attrcore.engine.compress.full_horizon_memory`);
 - the simulation state: the full horizon carries one tangent per source (twice with
   momentum), a horizon K a ring of ``K · min(B, m)`` tangents, the stationary scheme a
   second ``m × p`` block for ḡ;
@@ -112,19 +114,39 @@ def estimate_training(
     notes = []
 
     data_bytes = 4 * n * sizes[0] * item
-    response_bytes = m * p * item
+    rank = None
+    if scheme != "none":
+        from .compress import resolve_rank
+
+        rank, _why = resolve_rank(simulation.rank, m, p)
+    response_bytes = m * p * item if rank is None else rank * (p + m) * item
     state_bytes = 0
     products = 0.0  # tangent · example products
     if scheme == "trajectory":
         K = simulation.horizon
         if K is None or K >= steps:
-            state_bytes = m * p * item * (1 if train.momentum else 0)  # U is Δ itself; V with momentum
-            ramp = 1.0 - 0.5 / train.epochs if m >= B else 1.0  # per-example sources join in epoch 1
-            products = float(m) * B * steps * ramp
-            notes.append("full horizon: every source's tangent is carried through every step")
+            if rank is None:
+                state_bytes = m * p * item * (1 if train.momentum else 0)  # U is Δ itself; V with momentum
+                ramp = 1.0 - 0.5 / train.epochs if m >= B else 1.0  # per-example sources join in epoch 1
+                products = float(m) * B * steps * ramp
+                notes.append("full horizon: every source's tangent is carried through every step")
+            else:
+                from .compress import full_horizon_memory
+
+                mem = full_horizon_memory(rank, p, m, steps, item, bool(train.momentum))
+                state_bytes = mem["min_bytes"]
+                # r tangents forward, r adjoints back, twice more per power iteration
+                products = float(rank) * B * steps * (2 + 2 * simulation.power_iterations)
+                notes.append(f"full horizon, compressed to rank {rank}: {rank} tangents forward and back")
         elif K > 0:
             ring = K * min(B, m)
             state_bytes = ring * p * item * (2 if train.momentum else 1)
+            if rank is not None:  # dense Δ beside the ring, compressed at the end (or a sketch)
+                from .compress import StreamingSketch
+
+                dense = m * p * item
+                fits = dense + state_bytes <= simulation.memory_budget_mb * 2**20
+                state_bytes += dense if fits else StreamingSketch.nbytes_for(p, m, rank, item)
             products = float(ring) * B * steps
             notes.append(f"horizon {K}: {ring} tangents alive at each step")
         else:
@@ -132,7 +154,7 @@ def estimate_training(
         sim_seconds = SECONDS_PER_TANGENT_PRODUCT * products * p * layers * mu
     elif scheme == "stationary":
         n_curv = n if simulation.curvature_batch_size is None else min(n, simulation.curvature_batch_size)
-        state_bytes = m * p * item  # ḡ beside Δ
+        state_bytes = 2 * m * p * item - response_bytes  # Δ and ḡ are dense during the iteration
         products = float(simulation.horizon) * m * n_curv + 30.0 * n  # Neumann steps + power iteration
         sim_seconds = SECONDS_PER_TANGENT_PRODUCT * STATIONARY_FACTOR * products * p * layers
         notes.append(f"stationary: {simulation.horizon} Neumann steps of {m} tangents over {n_curv} examples")
@@ -213,8 +235,8 @@ def _fixes(estimate: Estimate, simulation: SimulationConfig | None) -> str:
         options.append("use a shorter horizon")
     if simulation is not None and simulation.scheme == "stationary":
         options.append("use fewer Neumann steps or a curvature batch")
-    if simulation is not None and simulation.scheme != "none" and simulation.response_dtype != "float16":
-        options.append("store the responses in float16 (response dtype)")
+    if simulation is not None and simulation.scheme != "none":
+        options.append("compress the responses (a rank, e.g. 256)")
     options.append("train on fewer rows or a smaller network")
     return ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
 

@@ -95,3 +95,14 @@ def test_fit_warns_about_a_big_run_and_records_its_estimate(monkeypatch):
         run = fit(ds, hidden=(4,), train_config=TrainConfig(epochs=1), simulation=SimulationConfig(horizon=0))
     assert [str(w.message) for w in seen if w.category is EstimateWarning] == ["this run will take about 3 h"]
     assert run.timings["estimated_seconds"] > 0
+
+
+def test_compressed_responses_are_counted_at_their_rank():
+    from attrcore.engine.compress import full_horizon_memory
+
+    train = TrainConfig(epochs=3, batch_size=64)
+    compressed = estimate_training(**DIGITS, train=train, simulation=SimulationConfig(rank=32))
+    assert compressed.response_bytes == 32 * (P_DIGITS + 1437) * 4
+    assert compressed.state_bytes == full_horizon_memory(32, P_DIGITS, 1437, 69, 4, False)["min_bytes"]
+    dense = estimate_training(**DIGITS, train=train, simulation=SimulationConfig(rank=None))
+    assert compressed.response_bytes < dense.response_bytes and compressed.seconds < dense.seconds
