@@ -148,10 +148,19 @@ def dataset_of(run: TrainedRun) -> Dataset:
     return load_data(json.dumps(run.spec.data, sort_keys=True))
 
 
-@st.cache_data(max_entries=16, show_spinner="Scoring every test example against every source (once per run)…")
-def scores(home: str, name: str, version: str, measure: str) -> np.ndarray:
+@st.cache_data(max_entries=16, show_spinner="Scoring the queries against every source (once per run)…")
+def scores(home: str, name: str, version: str, measure: str, n_queries: int | None = None) -> np.ndarray:
+    """Scores ``[q, m]`` of the first ``n_queries`` queries (all by default)."""
     run = load_run(home, name, version)
-    return sup.query_scores(_store(home), run, version, measure)
+    return sup.query_scores(_store(home), run, version, measure, n_queries)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def query_row(home: str, name: str, version: str, measure: str, q: int) -> np.ndarray:
+    """Scores ``[m]`` of query ``q`` alone: what Explore shows, computed when shown."""
+    run = load_run(home, name, version)
+    X, y, _split = sup.query_pool(dataset_of(run))
+    return sup.query_row(run, X[q], y[q], measure)
 
 
 @st.cache_data(max_entries=8, show_spinner="Compressing the responses (rank 256) and scoring…")
@@ -168,7 +177,7 @@ def compressed_scores(home: str, name: str, version: str, measure: str) -> tuple
 @st.cache_data(max_entries=16, show_spinner=False)
 def predictions(home: str, name: str, version: str) -> np.ndarray:
     run = load_run(home, name, version)
-    return sup.predict(run, dataset_of(run).X_test)
+    return sup.predict(run, sup.query_pool(dataset_of(run))[0])
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -190,6 +199,9 @@ def pick_run(about: str, label: str = "Run", help: str | None = None) -> tuple[T
     with ``about`` (what the page will show) in an expander, has been drawn."""
     s = store()
     names = sup.attributable_runs(s)
+    gone = sup.open_run_notice(s, st.session_state.get("run"), names)
+    if gone:
+        st.warning(gone, icon=":material/delete:")
     if not names:
         st.info(
             "There is no run to explore yet. Train one on the **Train** page, or start the digits demo from **Home**."

@@ -30,7 +30,9 @@ measure = st.sidebar.selectbox(
 k = st.sidebar.slider("k (examples of each sign)", 3, 24, 8, key="explore_k")
 per_example = run.sources_kind == "example"
 
-S = sh.scores(H, run.name, version, measure)  # [n_test, m], computed once per run
+QX, Qy, query_split = sup.query_pool(ds)  # the test split, or the training rows of a run without one
+if query_split == "train":
+    st.info("This run was trained on every row (no test split): its queries are its own training examples.")
 P = sh.predictions(H, run.name, version)  # [n_test, C]
 pred = P.argmax(1)
 names = ds.class_names
@@ -43,14 +45,14 @@ st.caption(
 
 # ----------------------------------------------------------------------------- query picker
 st.subheader("1 · Pick a query")
-n_test = ds.n_test
-wrong = np.flatnonzero(pred != ds.y_test)
+n_test = len(QX)
+wrong = np.flatnonzero(pred != Qy)
 filters = ["all", "misclassified"] + [f"class {c}" for c in names]
 flt = st.pills("Show", filters, default="all", key="explore_filter", required=True)
 if flt == "misclassified":
     candidates = wrong
 elif flt and flt.startswith("class "):
-    candidates = np.flatnonzero(ds.y_test == names.index(flt[len("class ") :]))
+    candidates = np.flatnonzero(Qy == names.index(flt[len("class ") :]))
 else:
     candidates = np.arange(n_test)
 if len(candidates) == 0:
@@ -78,8 +80,8 @@ def pick_from(chart_key: str) -> None:
 
 
 def qlabel(i: int) -> str:
-    mark = "" if pred[i] == ds.y_test[i] else " (wrong)"
-    return f"#{i} · true {names[ds.y_test[i]]} · predicted {names[pred[i]]}{mark}"
+    mark = "" if pred[i] == Qy[i] else " (wrong)"
+    return f"#{i} · true {names[Qy[i]]} · predicted {names[pred[i]]}{mark}"
 
 
 candidates_list = [int(i) for i in candidates]
@@ -101,7 +103,7 @@ if ds.kind in ("image", "signal"):
     page = st.number_input(f"Gallery page (of {n_pages})", 1, n_pages, 1, key=f"explore_page_{flt}") - 1
     shown = candidates[page * per_page : (page + 1) * per_page]
     fig = plots.example_mosaic(
-        ds.X_test[shown],
+        QX[shown],
         ds.kind,
         ds.image_shape,
         ids=shown,
@@ -109,9 +111,9 @@ if ds.kind in ("image", "signal"):
         selectable=True,
         selected=q,
         titles=[
-            f"{names[ds.y_test[i]]}→{names[pred[i]]}" if pred[i] != ds.y_test[i] else names[ds.y_test[i]] for i in shown
+            f"{names[Qy[i]]}→{names[pred[i]]}" if pred[i] != Qy[i] else names[Qy[i]] for i in shown
         ],
-        border_colours=[plots.OPPONENT if pred[i] != ds.y_test[i] else None for i in shown],
+        border_colours=[plots.OPPONENT if pred[i] != Qy[i] else None for i in shown],
         cell_px=75,
     )
     gallery_key = f"explore_gallery_{run.name}_{flt}_{page}"
@@ -120,14 +122,14 @@ if ds.kind in ("image", "signal"):
 elif ds.kind == "points":
     scatter_key = f"explore_scatter_{run.name}_{flt}"
     fig = plots.points_scatter(
-        ds.X_test[candidates], ds.y_test[candidates], names, ids=candidates, selected=q, feature_names=ds.feature_names
+        QX[candidates], Qy[candidates], names, ids=candidates, selected=q, feature_names=ds.feature_names
     )
     sh.chart(fig, scatter_key, on_select=lambda: pick_from(scatter_key), selection_mode="points")
     st.caption("Click a test point to make it the query.")
 else:
-    table = pd.DataFrame(ds.X_test[candidates], columns=list(ds.feature_names))
+    table = pd.DataFrame(QX[candidates], columns=list(ds.feature_names))
     table.insert(0, "predicted", [names[pred[i]] for i in candidates])
-    table.insert(0, "true", [names[ds.y_test[i]] for i in candidates])
+    table.insert(0, "true", [names[Qy[i]] for i in candidates])
     table.insert(0, "id", candidates)
     table_key = f"explore_table_{run.name}_{flt}"
 
@@ -140,30 +142,30 @@ else:
     st.caption("Select a row to make it the query.")
 
 # ----------------------------------------------------------------------------- the query
-row = S[q]
+row = sh.query_row(H, run.name, version, measure, q)  # [m]: this query only, computed when shown
 pos, neg = sup.top_k(row, k)
 st.subheader(f"2 · Query #{q}")
 qc, info = st.columns([1, 2])
 with qc:
     if ds.kind in ("image", "signal"):
         sh.chart(
-            plots.example_mosaic(ds.X_test[[q]], ds.kind, ds.image_shape, cols=1, cell_px=180), f"explore_query_{q}"
+            plots.example_mosaic(QX[[q]], ds.kind, ds.image_shape, cols=1, cell_px=180), f"explore_query_{q}"
         )
     elif ds.kind == "points":
-        st.markdown(f"Point ({ds.X_test[q, 0]:.2f}, {ds.X_test[q, 1]:.2f})")
+        st.markdown(f"Point ({QX[q, 0]:.2f}, {QX[q, 1]:.2f})")
     else:
         st.dataframe(
-            pd.DataFrame({"feature": ds.feature_names, "value": ds.X_test[q]}),
+            pd.DataFrame({"feature": ds.feature_names, "value": QX[q]}),
             hide_index=True,
             height=min(400, 35 * (ds.n_features + 1) + 3),
         )
 with info:
-    ok = pred[q] == ds.y_test[q]
+    ok = pred[q] == Qy[q]
     st.markdown(
-        f"True label **{names[ds.y_test[q]]}**, predicted **{names[pred[q]]}** "
+        f"True label **{names[Qy[q]]}**, predicted **{names[pred[q]]}** "
         f"with probability {P[q, pred[q]]:.1%} {'(correct)' if ok else '(wrong)'}"
     )
-    f_q = float(sup.measurements(run, ds.X_test[[q]], ds.y_test[[q]], measure)[0])
+    f_q = float(sup.measurements(run, QX[[q]], Qy[[q]], measure)[0])
     st.markdown(
         f"Measurement f = {measure} = **{f_q:+.3f}**. Sum of all scores: {row.sum():+.3f}; "
         f"{(row > 0).sum()} source(s) push f up, {(row < 0).sum()} push it down."
@@ -243,7 +245,7 @@ with tab_attr:
                     names,
                     pos,
                     neg,
-                    query=ds.X_test[q],
+                    query=QX[q],
                     feature_names=ds.feature_names,
                 ),
                 f"explore_boundary_{q}_{k}",
@@ -281,7 +283,12 @@ with tab_cmp:
         "Agreement is measured by **Spearman rank correlation** (1 = same ordering of all "
         "sources) and by the **overlap of the top-k proponents** (1 = same k examples)."
     )
-    methods: dict[str, np.ndarray] = {f"forward-only (this run, K={sim.horizon_label})": S}
+    # this query's scores per method, and the score matrices of the first n_cmp queries (all
+    # of them unless the matrices would be large): computed only when this tab is open
+    n_cmp = sup.comparison_queries(n_test, run.n_sources)
+    this_label = f"forward-only (this run, K={sim.horizon_label})"
+    rows_q: dict[str, np.ndarray] = {this_label: row}
+    methods: dict[str, np.ndarray] = {this_label: sh.scores(H, run.name, version, measure, n_cmp)}
     others = sup.comparable_runs(sh.store(), run)
     chosen_runs = st.multiselect(
         "Other saved runs on the same data (e.g. another horizon K)", others, default=others[:2], key="explore_cmp_runs"
@@ -289,9 +296,9 @@ with tab_cmp:
     for name in chosen_runs:
         v = sup.run_version(sh.store(), name)
         other = sh.load_run(H, name, v)
-        methods[f"forward-only ({name}, {other.simulation.scheme} K={other.simulation.horizon_label})"] = sh.scores(
-            H, name, v, measure
-        )
+        label = f"forward-only ({name}, {other.simulation.scheme} K={other.simulation.horizon_label})"
+        methods[label] = sh.scores(H, name, v, measure, n_cmp)
+        rows_q[label] = sh.query_row(H, name, v, measure, q)
     missing = sup.baselines_available()
     if missing:
         st.info(f"TRAK, influence functions and TracIn: {missing}")
@@ -328,15 +335,21 @@ with tab_cmp:
             st.caption("Not computed yet: " + ", ".join(sup.BASELINES[m] for m in todo) + ".")
         for m in picked_baselines:
             if m in stored:
-                methods[sup.BASELINES[m]] = sh.cached_baseline(H, run.name, version, m, measure)
+                full = sh.cached_baseline(H, run.name, version, m, measure)
+                methods[sup.BASELINES[m]], rows_q[sup.BASELINES[m]] = full[:n_cmp], full[q]
+    if n_cmp < n_test:
+        st.caption(
+            f"Agreement over all queries uses the first {n_cmp} of the {n_test} queries (their score matrices "
+            "stay small); this query's agreement uses all sources."
+        )
     names_m = list(methods)
     if len(names_m) < 2:
         st.info("Pick at least one more method or run to compare with.")
     else:
         rows = []
         for name in names_m[1:]:
-            one = sup.rank_agreement(S[q], methods[name][q], k)
-            everyone = sup.rank_agreement(S, methods[name], k)
+            one = sup.rank_agreement(row, rows_q[name], k)
+            everyone = sup.rank_agreement(methods[this_label], methods[name], k)
             rows.append(
                 {
                     "method": name,
@@ -351,7 +364,7 @@ with tab_cmp:
         with c1:
             other_name = st.selectbox("Scatter against", names_m[1:], key="explore_cmp_scatter")
             sh.chart(
-                plots.method_scatter(S[q], methods[other_name][q], names_m[0], other_name),
+                plots.method_scatter(row, rows_q[other_name], names_m[0], other_name),
                 f"explore_cmp_scatter_fig_{q}",
             )
         with c2:
@@ -361,7 +374,7 @@ with tab_cmp:
         if per_example and ds.kind in ("image", "signal"):
             st.markdown(f"**Top-{k} proponents of query #{q} by method**")
             for name in names_m:
-                p_idx, _ = sup.top_k(methods[name][q], k)
+                p_idx, _ = sup.top_k(rows_q[name], k)
                 st.caption(name)
                 sh.chart(
                     plots.example_mosaic(

@@ -54,10 +54,13 @@ from .explore import (
     COUNTERFACTUAL_KIND,
     SCORES_KIND,
     agreement_matrix,
+    comparison_queries,
     counterfactual,
     decision_grid,
     measurements,
     predict,
+    query_pool,
+    query_row,
     query_scores,
     rank_agreement,
     removal_weights,
@@ -80,7 +83,7 @@ from .mislabel import (
     stored_retrain,
     stored_signals,
 )
-from .runs import attributable_runs, comparable_runs, run_version, same_training, store_version
+from .runs import attributable_runs, comparable_runs, open_run_notice, run_version, same_training, store_version
 from .training import (
     DEMO_RUN,
     OPTION_LABELS,
@@ -128,6 +131,7 @@ __all__ = [
     "comparable_runs",
     "compress_docs",
     "compressed_variant",
+    "comparison_queries",
     "counterfactual",
     "decision_grid",
     "default_run_name",
@@ -151,8 +155,11 @@ __all__ = [
     "measurements",
     "mislabel_runs",
     "most_suspicious",
+    "open_run_notice",
     "parse_hidden",
     "predict",
+    "query_pool",
+    "query_row",
     "query_scores",
     "rank_agreement",
     "rank_curves",

@@ -45,15 +45,45 @@ def measurements(
         return measure_fn(run.mlp.forward(theta, Xt), yt, measure).double().numpy()
 
 
-def query_scores(store: RunStore, run: TrainedRun, version: str, measure: str = "margin") -> np.ndarray:
-    """Scores ``[n_test, m]`` of every test example of the run, stored as an artifact so an
-    app restart does not recompute them."""
-    key = {"run": run.name, "version": version, "measure": measure, "readout": "jvp", "queries": "test"}
+def query_pool(ds) -> tuple[np.ndarray, np.ndarray, str]:
+    """The examples Explore offers as queries: ``(X [Q, d], y [Q], "test" | "train")``.
+
+    The test split (or the user's evaluation file); a run trained on every row
+    (``test_fraction=0``) has none, so its own training examples are the queries.
+    """
+    if ds.n_test > 0:
+        return ds.X_test, ds.y_test, "test"
+    return ds.X_train, ds.y_train, "train"
+
+
+def comparison_queries(n_queries: int, n_sources: int, budget_mb: float = 64.0) -> int:
+    """How many queries the all-queries comparisons use: all of them while their
+    ``[q, m]`` score matrix stays under ``budget_mb``, else the first that fit."""
+    return int(max(1, min(n_queries, budget_mb * 2**20 // (4 * max(1, n_sources)))))
+
+
+def query_row(run: TrainedRun, X: np.ndarray, y: np.ndarray | None, measure: str = "margin") -> np.ndarray:
+    """Scores ``[m]`` of one query ``X [d]`` (label ``y``): what Explore shows for the
+    selected query, computed on its own (never the whole score matrix)."""
+    yq = None if y is None else np.asarray([y]).reshape(1)
+    return run.score(np.asarray(X).reshape(1, -1), yq, measure=measure)[0]
+
+
+def query_scores(
+    store: RunStore, run: TrainedRun, version: str, measure: str = "margin", n_queries: int | None = None
+) -> np.ndarray:
+    """Scores ``[q, m]`` of the first ``n_queries`` queries of :func:`query_pool` (all by
+    default), stored as an artifact so an app restart does not recompute them. The
+    readout streams; a matrix that cannot be held is refused with a readable message."""
+    X, y, split = query_pool(run.dataset)
+    n = len(X) if n_queries is None else max(1, min(int(n_queries), len(X)))
+    key = {"run": run.name, "version": version, "measure": measure, "readout": "jvp", "queries": split}
+    if n < len(X):
+        key["first"] = n
     found = store.get_artifact(SCORES_KIND, key)
     if found is not None:
         return found.arrays["scores"]
-    ds = run.dataset
-    scores = run.score(ds.X_test, ds.y_test, measure=measure).astype(np.float32)
+    scores = run.score(X[:n], y[:n], measure=measure).astype(np.float32)
     store.put_artifact(SCORES_KIND, key, {"scores": scores})
     return scores
 
@@ -168,7 +198,8 @@ def counterfactual(
     key = {"run": run.name, "version": version, "query": int(query), "remove": remove, "measure": measure}
     found = store.get_artifact(COUNTERFACTUAL_KIND, key)
     ds = run.dataset
-    x, y = ds.X_test[query : query + 1], ds.y_test[query : query + 1]
+    QX, Qy, _split = query_pool(ds)
+    x, y = QX[query : query + 1], Qy[query : query + 1]
     before = float(measurements(run, x, y, measure)[0])
     predicted = -float(np.sum(np.asarray(scores_row, np.float64)[remove]))
     if found is not None:

@@ -52,3 +52,17 @@ def same_training(run: TrainedRun, other: TrainedRun) -> bool:
     """Same data, sources, model and training config: one ground truth serves both."""
     keys = ("data", "sources", "model", "train")
     return all(run.config.get(k) == other.config.get(k) for k in keys)
+
+
+def open_run_notice(store: RunStore, current: str | None, choices: list[str]) -> str | None:
+    """What to tell a user whose open run is no longer among ``choices`` (None: nothing).
+
+    A page remembers the open run by name; when another tab or the CLI deletes it, the page
+    must not silently show a different run.
+    """
+    if current is None or current in choices:
+        return None
+    if store.exists(current):
+        return f"Run {current!r} has no simulated responses (scheme 'none'), so it cannot be explored here."
+    instead = f"; showing {choices[0]!r} instead" if choices else ""
+    return f"Run {current!r}, which you had open, was deleted (in another tab or with the CLI){instead}."

@@ -203,8 +203,8 @@ def load_dataset(
 
     ``standardize``: rescale every feature to mean 0 and standard deviation 1 with the
     statistics of the training split (applied to the test split and to queries too).
-    Default: on for user files, the built-in's own choice for built-ins (breast_cancer
-    on, the others off).
+    Default: on for user tables (files with more than two features), off for 2-D points,
+    the built-in's own choice for built-ins (breast_cancer on, the others off).
     """
     seed = _check_seed(seed)
     if eval_source is not None:
@@ -249,7 +249,8 @@ def load_dataset(
 
     raw_default = raw.standardise
     if standardize is None:
-        standardize = raw_default if spec_source in BUILTIN_DATASETS else True
+        # user tables: on; 2-D points keep their coordinates (they are drawn as they are)
+        standardize = raw_default if spec_source in BUILTIN_DATASETS else raw.kind == "tabular"
     raw = dataclasses.replace(raw, standardise=bool(standardize))
     evaluation = None
     eval_spec = None

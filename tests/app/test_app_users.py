@@ -1,0 +1,81 @@
+"""What real users meet in the app: Explore computes only what it shows, says so when the
+open run was deleted elsewhere, and works for a run trained on every row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import attrcore.app as sup
+from attrcore import RunStore, SimulationConfig, TrainConfig
+from attrcore.run import TrainedRun
+
+from test_app import APP, TIMEOUT, ok, texts  # noqa: I001  (the shared AppTest helpers)
+
+TINY = {"hidden": (8,), "train": TrainConfig(epochs=2), "simulation": SimulationConfig(horizon=2)}
+
+
+def open_explore(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/explore.py")
+    at.run()
+    return ok(at)
+
+
+@pytest.fixture
+def two_runs(attrcore_home):
+    store = RunStore()
+    for name in ("moons-a", "moons-b"):
+        sup.TrainRequest(data=sup.DataChoice("moons", n_samples=120), name=name, **TINY).fit_and_save(store)
+    return store
+
+
+def test_explore_says_so_when_the_open_run_was_deleted_elsewhere(two_runs):
+    at = open_explore(run="moons-a")
+    assert at.session_state["run"] == "moons-a" and not at.warning
+    two_runs.delete_run("moons-a")  # another tab, or `python -m attrcore delete moons-a`
+    at.run()
+    ok(at)
+    assert "'moons-a', which you had open, was deleted" in texts(at.warning)
+    assert "showing 'moons-b' instead" in texts(at.warning)
+    assert at.session_state["run"] == "moons-b"
+    at.run()  # said once, not on every rerun
+    assert not at.warning
+
+
+def test_explore_scores_only_the_shown_query_and_a_bounded_comparison(two_runs, monkeypatch):
+    asked = []
+    real = TrainedRun.score
+
+    def spy(self, X, *args, **kwargs):
+        asked.append(np.asarray(X).shape[0])
+        return real(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(TrainedRun, "score", spy)
+    monkeypatch.setattr(sup, "comparison_queries", lambda n_queries, n_sources: 3)
+    at = open_explore(run="moons-b")
+    assert not at.error, texts(at.error)
+    n_test = TrainedRun.load(RunStore(), "moons-b").dataset.n_test
+    assert asked and max(asked) <= 3 < n_test  # never the whole test split against every source
+    assert 1 in asked  # the selected query, on its own
+    keys = [a["key"] for a in RunStore().list_artifacts(sup.SCORES_KIND)]
+    assert keys and all(k.get("first") == 3 for k in keys)
+
+
+def test_explore_works_for_a_run_trained_on_every_row(attrcore_home):
+    data = sup.DataChoice("moons", n_samples=80, test_fraction=0.0)
+    sup.TrainRequest(data=data, name="all-rows", **TINY).fit_and_save(RunStore())
+    at = open_explore(run="all-rows")
+    assert not at.error, texts(at.error)
+    assert "trained on every row" in texts(at.info)
+
+
+def test_open_run_notice():
+    store = RunStore()
+    assert sup.open_run_notice(store, None, ["a"]) is None
+    assert sup.open_run_notice(store, "a", ["a"]) is None
+    assert "was deleted" in sup.open_run_notice(store, "gone", [])
