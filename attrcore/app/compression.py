@@ -12,7 +12,6 @@ variants of dense runs for Cost and Evaluate, and the compression benchmark's cu
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import replace
@@ -20,14 +19,8 @@ from pathlib import Path
 
 from ..config import SimulationConfig, TrainConfig
 from ..data.datasets import Dataset
-from ..engine.compress import CompressedResponses, compress_dense, full_horizon_memory, resolve_rank
-from ..engine.model import MLPConfig
+from ..engine.compress import CompressedResponses, compress_dense, resolve_rank
 from ..run import TrainedRun
-
-# Seconds per (tangent × training step × parameter × batch example), measured on the
-# 2-core reference machine (digits-mlp, dense full horizon: 40 s for 1437 tangents × 690
-# steps × 9610 parameters × 64 examples). Only a rough guide: load varies 2–3×.
-SECONDS_PER_TANGENT_UNIT = 6.6e-11
 
 
 def _n_sources(dataset: Dataset, sources: str) -> int:
@@ -42,63 +35,41 @@ def _n_sources(dataset: Dataset, sources: str) -> int:
 def simulation_estimate(
     dataset: Dataset, hidden: tuple[int, ...], train: TrainConfig, sim: SimulationConfig, sources: str = "example"
 ) -> dict:
-    """What a Train setting will cost, before training.
+    """What a Train setting will cost, before training: the engine's estimate
+    (:func:`attrcore.engine.estimate.estimate_training`, the one ``fit`` refuses with).
 
     Returns ``rank`` (None = dense), ``reason``, ``stored_bytes`` (all sources),
-    ``dense_bytes`` (what dense would store), ``working_bytes`` (peak simulation state the
-    memory budget is checked against), ``fits`` (within ``sim.memory_budget_mb``),
-    ``seconds`` (rough simulation time on the reference machine) and ``m``, ``p``.
+    ``dense_bytes`` (what dense would store), ``working_bytes`` (responses + simulation
+    state, what the memory budget is checked against), ``fits`` (within
+    ``sim.memory_budget_mb``), ``peak_bytes`` (the process), ``seconds`` with its likely
+    range ``seconds_low``/``seconds_high``, ``problem`` (why training would be refused, or
+    None), ``warnings`` and ``m``, ``p``.
     """
+    from ..engine.estimate import check_estimate, estimate_training
+    from ..errors import ConfigError
+
     m = _n_sources(dataset, sources)
-    p = MLPConfig(dataset.n_features, dataset.n_classes, tuple(hidden)).n_params
+    est = estimate_training(dataset.n_train, dataset.n_features, dataset.n_classes, tuple(hidden), train, sim, m)
+    p = est.n_params
     isz = 8 if train.dtype == "float64" else 4
-    B = min(train.batch_size, dataset.n_train)
-    steps = train.epochs * math.ceil(dataset.n_train / train.batch_size)
-    mom = 2 if train.momentum else 1
-    budget = sim.memory_budget_mb * 2**20
-    if sim.scheme == "none":
-        return {
-            "rank": None,
-            "reason": "no simulation",
-            "stored_bytes": 0,
-            "dense_bytes": 0,
-            "working_bytes": 0,
-            "fits": True,
-            "seconds": 0.0,
-            "m": m,
-            "p": p,
-        }
-    rank, reason = resolve_rank(sim.rank, m, p)
-    dense_bytes = m * p * isz
-    stored = dense_bytes if rank is None else rank * (p + m) * isz
-    full = sim.scheme == "trajectory" and (sim.horizon is None or sim.horizon >= steps)
-    q = sim.power_iterations
-    if sim.scheme == "trajectory" and full:
-        if rank is None:
-            working, tangent_steps = m * p * isz * mom, m * steps * B
-        else:
-            est = full_horizon_memory(rank, p, m, steps, isz, bool(train.momentum))
-            working = min(est["all_bytes"], max(est["min_bytes"], budget))
-            tangent_steps = 2 * (q + 1) * rank * steps * B * 1.25  # injections and inner products
-    elif sim.scheme == "trajectory":
-        ring = sim.horizon * min(B, m) * p * isz * mom
-        working, tangent_steps = (
-            ring + (dense_bytes if rank is None or dense_bytes + ring <= budget else 0),
-            (sim.horizon * min(B, m) * steps * B),
-        )
-    else:  # stationary: every Neumann step applies the curvature of the whole training set
-        working, tangent_steps = 2 * dense_bytes, m * sim.horizon * dataset.n_train
-    seconds = tangent_steps * p * SECONDS_PER_TANGENT_UNIT * (1.5 if train.momentum else 1.0)
-    if rank is not None and not full:  # the randomized SVD of the dense responses afterwards
-        seconds += 2 * (q + 1) * m * p * rank * 2e-11
+    rank, reason = (None, "no simulation") if sim.scheme == "none" else resolve_rank(sim.rank, m, p)
+    try:
+        problem, warnings = None, check_estimate(est, sim)
+    except ConfigError as err:
+        problem, warnings = str(err), []
     return {
         "rank": rank,
         "reason": reason,
-        "stored_bytes": stored,
-        "dense_bytes": dense_bytes,
-        "working_bytes": working,
-        "fits": working <= budget,
-        "seconds": seconds,
+        "stored_bytes": est.response_bytes,
+        "dense_bytes": 0 if sim.scheme == "none" else m * p * isz,
+        "working_bytes": est.budget_bytes,
+        "fits": sim.scheme == "none" or est.budget_bytes <= sim.memory_budget_mb * 2**20,
+        "peak_bytes": est.peak_bytes,
+        "seconds": est.seconds,
+        "seconds_low": est.seconds_low,
+        "seconds_high": est.seconds_high,
+        "problem": problem,
+        "warnings": warnings,
         "m": m,
         "p": p,
     }
@@ -112,12 +83,16 @@ def estimate_text(est: dict) -> str:
     def mb(b: float) -> str:
         return f"{b / 2**20:,.1f} MB" if b >= 2**20 else f"{b / 1024:,.0f} KB"
 
+    def secs(x: float) -> str:
+        return f"{x:,.0f} s" if x < 90 else f"{x / 60:,.0f} min"
+
     saved = "" if est["rank"] is None else f" instead of {mb(est['dense_bytes'])} dense"
     fit = "" if est["fits"] else " — more than the memory budget: training will be refused"
     return (
-        f"Responses: {est['reason']}. Stores {mb(est['stored_bytes'])}{saved}; simulation needs about "
-        f"{mb(est['working_bytes'])} of working memory{fit} and roughly {est['seconds']:,.0f} s on a 2-core "
-        "machine (a rough guide)."
+        f"Responses: {est['reason']}. Stores {mb(est['stored_bytes'])}{saved}; the simulation needs about "
+        f"{mb(est['working_bytes'])} of memory{fit} (peak of the process ≈ {mb(est['peak_bytes'])}); training "
+        f"takes about {secs(est['seconds'])} (likely {secs(est['seconds_low'])} to {secs(est['seconds_high'])} "
+        "on a machine like this one)."
     )
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT, ok, texts  # noqa: I001  (the shared AppTest helpers)
 
 import attrcore.app as sup
 from attrcore import RunStore, SimulationConfig, TrainConfig
 from attrcore.run import TrainedRun
-
-from test_app import APP, TIMEOUT, ok, texts  # noqa: I001  (the shared AppTest helpers)
 
 TINY = {"hidden": (8,), "train": TrainConfig(epochs=2), "simulation": SimulationConfig(horizon=2)}
 
