@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from ..config import SimulationConfig, TrainConfig, options, parse_hidden
 from ..data.datasets import load_dataset, load_queries
 from ..data.sources import SOURCE_KINDS
@@ -56,7 +54,14 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="built-in dataset (digits, mnist1d, breast_cancer, moons) or an NPZ/CSV path")
     g.add_argument("--label-column", help="CSV: the column holding the labels")
     g.add_argument("--group-column", help="CSV: a column whose values define sources (--sources group)")
-    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction (default 0.2)")
+    g.add_argument("--test-fraction", type=float, default=None,
+                   help="held-out fraction (default 0.2); 0 = train on every row (no test split)")
+    g.add_argument("--eval", dest="eval_source", metavar="FILE",
+                   help="your own evaluation set (NPZ/CSV with the training features and labels): every "
+                        "training row is trained on and FILE is the test split")
+    g.add_argument("--standardize", default="auto", choices=["auto", "on", "off"],
+                   help="rescale features to mean 0, sd 1 with training statistics (auto: on for user "
+                        "tables, the built-in's own choice otherwise)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0)")
     g.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels to flip")
     g.add_argument("--n-samples", type=int, help="moons: number of points")
@@ -100,11 +105,21 @@ def add_score_flags(p: argparse.ArgumentParser, with_run: bool) -> None:
     g.add_argument("--measure", default="margin", choices=list(MEASURES))
     g.add_argument("--target-class", type=int, help="class for --measure logit/prob (default: the true class)")
     g.add_argument("--readout", default="jvp", choices=list(READOUTS))
-    g.add_argument("--out", help="write the [n_queries, n_sources] float32 matrix here (.npy)")
+    g.add_argument("--out", help="write the [n_queries, n_sources] float32 matrix here (.npy, written chunk by "
+                                 "chunk through a memory map), or with --top-k the top-k lists (.npz)")
+    g.add_argument("--top-k", dest="top_k", type=int, metavar="K",
+                   help="keep only the K most positive and K most negative sources of each query "
+                        "(indices + scores; never builds the whole matrix)")
+    g.add_argument("--queries", dest="query_rows", metavar="A:B",
+                   help="score only the queries A..B-1 (0-based, B exclusive; e.g. 0:1000)")
+    if with_run:  # `attribute` has --memory-budget from the simulation flags
+        g.add_argument("--memory-budget", dest="memory_budget_mb", type=float, default=1024.0, metavar="MB",
+                       help="working memory of the readout (default 1024 MB); a matrix larger than this is "
+                            "refused unless written to a .npy file or reduced with --top-k / --queries")
 
 
 # library options set by a flag of another name (the others: see option_flags)
-OPTION_FLAG_NAMES = {"models": "--ensemble", "source": "--train", "seed_split": "--split-seed",
+OPTION_FLAG_NAMES = {"models": "--ensemble", "source": "--train", "seed_split": "--split-seed", "eval_source": "--eval",
                      "sources": "--sources", "overwrite": "--overwrite"}
 
 
@@ -147,10 +162,12 @@ def _progress_bar(total: int, desc: str):
 
 
 def _dataset(args):
+    standardize = {"auto": None, "on": True, "off": False}[getattr(args, "standardize", "auto")]
     return load_dataset(
         args.train, seed=args.split_seed, test_fraction=args.test_fraction, label_noise=args.label_noise,
         label_column=args.label_column, group_column=args.group_column,
         n_samples=args.n_samples, noise=args.noise,
+        eval_source=getattr(args, "eval_source", None), standardize=standardize,
     )
 
 
@@ -196,8 +213,8 @@ def _queries(run, test):
     return load_queries(test, run.dataset)
 
 
-def _print_top(run, scores, k: int = 5) -> None:
-    for q in range(min(3, scores.shape[0])):
-        order = np.argsort(-scores[q])
-        top = ", ".join(f"{run.source_names[j]} ({scores[q, j]:+.3g})" for j in order[:k])
-        print(f"query {q}: top proponents {top}")
+def _print_top(run, top, k: int = 5) -> None:
+    """The top proponents of the first queries, from a :class:`~attrcore.engine.readout.TopK`."""
+    for q in range(min(3, top.top_indices.shape[0])):
+        pairs = zip(top.top_indices[q, :k].tolist(), top.top_scores[q, :k].tolist())
+        print(f"query {q}: top proponents " + ", ".join(f"{run.source_names[j]} ({v:+.3g})" for j, v in pairs))

@@ -22,7 +22,7 @@ from ..methods.registry import ALIASES, METHODS
 from .common import add_data_flags, add_score_flags, add_train_flags, option_flags
 from .eval_commands import register as register_eval_commands
 from .mislabel_commands import register as register_mislabel_commands
-from .run_commands import cmd_attribute, cmd_delete, cmd_runs, cmd_score, cmd_show, cmd_train
+from .run_commands import cmd_attribute, cmd_delete, cmd_gc, cmd_runs, cmd_score, cmd_show, cmd_train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an MLP and simulate every source's response")
     add_data_flags(p)
     add_train_flags(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every option and print the memory and time estimate; train nothing")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("score", help="attribute queries with a saved run (forward evaluations only)")
     add_score_flags(p, with_run=True)
@@ -51,9 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a saved run's config and metrics")
     p.add_argument("name")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("delete", help="delete a saved run")
+    p = sub.add_parser("delete", help="delete a saved run (and the uploads only it used)")
     p.add_argument("name")
     p.set_defaults(func=cmd_delete)
+    p = sub.add_parser("gc", help="remove what killed saves left behind and uploads no run uses (also done on open)")
+    p.add_argument("--grace-seconds", type=float, default=900.0,
+                   help="keep unlocked leftovers younger than this (default 900; a dead writer's go at once)")
+    p.set_defaults(func=cmd_gc)
     register_eval_commands(sub)
     register_mislabel_commands(sub)
     return parser

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def cmd_train(args, keep: bool = False):
         from ..data.sources import make_sources
 
         sim, reason = _chosen_simulation(args, dataset, train_cfg, make_sources(dataset, args.sources).m)
+    if getattr(args, "dry_run", False):
+        return _dry_run(args, dataset, train_cfg, sim)
     bar, cb = _progress_bar(train_cfg.epochs, "train")
     executor = _executor(args)
     try:
@@ -70,29 +73,101 @@ def cmd_train(args, keep: bool = False):
     return run
 
 
+def _dry_run(args, dataset, train_cfg, sim):
+    """``train --dry-run``: every check and the estimate, no training."""
+    from ..data.sources import make_sources
+    from ..engine.estimate import check_estimate, estimate_training
+
+    hidden = parse_hidden(args.hidden)
+    m = make_sources(dataset, args.sources).m
+    est = estimate_training(dataset.n_train, dataset.n_features, dataset.n_classes, hidden, train_cfg, sim, m)
+    print(f"dry run: {est.summary()}")
+    for note in est.notes:
+        print(f"  {note}")
+    for warning in check_estimate(est, sim):  # a refusal raises: one error line, exit 2
+        print(f"warning: {warning}")
+    saved = f" (the run would be saved as {args.run!r})" if args.run else ""
+    print(f"the settings are valid; nothing was trained{saved}")
+    return est
+
+
+def _query_rows(text, n: int) -> slice:
+    """``--queries A:B`` → a slice of the n queries (ConfigError if it is not one)."""
+    try:
+        a, b = (part.strip() for part in str(text).split(":"))
+        start, stop = int(a) if a else 0, int(b) if b else n
+    except ValueError:
+        raise ConfigError(f"--queries takes A:B (0-based, B exclusive), e.g. 0:1000; got {text!r}.") from None
+    if not 0 <= start < stop <= n:
+        raise ConfigError(f"--queries {text} is outside the {n} queries; pick A:B with 0 <= A < B <= {n}.")
+    return slice(start, stop)
+
+
 def cmd_score(args, run=None):
+    from ..engine.readout import _fmt_bytes, result_bytes
+
     if run is None:
         run = TrainedRun.load(_store(), args.run)
     X, y = _queries(run, args.test)
     check_labels(args.measure, y is not None, args.target_class)
+    rows = getattr(args, "query_rows", None)
+    if rows is not None:
+        sl = _query_rows(rows, len(X))
+        X, y = X[sl], None if y is None else y[sl]
+    Q, m = len(X), run.n_sources
+    budget = getattr(args, "memory_budget_mb", 1024.0)
+    top_k = getattr(args, "top_k", None)
+    out = Path(args.out) if args.out else None
+    need = result_bytes(Q, m)
+    kw = {"measure": args.measure, "readout": args.readout, "target_class": args.target_class,
+          "memory_budget_mb": budget}
     t0 = time.perf_counter()
-    scores = run.score(X, y, measure=args.measure, readout=args.readout, target_class=args.target_class)
-    dt = time.perf_counter() - t0
-    print(f"scored {scores.shape[0]} queries × {scores.shape[1]} sources in {dt:.3f} s "
-          f"({1000 * dt / max(1, scores.shape[0]):.2f} ms per query)", file=sys.stderr)
-    if args.out:
-        out = Path(args.out)
+    if top_k is not None:
+        if out is not None and out.suffix != ".npz":
+            raise ConfigError(f"with --top-k, --out must end in .npz (indices and scores), got {out.name!r}.")
+        result = run.top_k(X, y, k=top_k, **kw)
+        what = f"the top {result.top_indices.shape[1]} of {m} sources"
+    elif out is not None:
         if out.suffix != ".npy":
             raise ConfigError(f"--out must end in .npy, got {out.name!r}.")
+        free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+        if need > free:
+            raise ConfigError(
+                f"the {Q} × {m} score matrix needs {_fmt_bytes(need)} on disk but only {_fmt_bytes(free)} are free "
+                f"there; keep the best sources of each query with --top-k K (--out FILE.npz), or score a subset "
+                "with --queries A:B."
+            )
+        bar, cb = _progress_bar(Q, "score")
+        try:
+            run.score_to_npy(out, X, y, progress=cb, **kw)
+        finally:
+            bar.close()
+        result = np.load(out, mmap_mode="r")
+        what = f"{m} sources, written chunk by chunk to {out} ({_fmt_bytes(need)})"
+    else:  # print the first queries' top sources; never the whole matrix
+        result = run.top_k(X[:3], None if y is None else y[:3], k=5, **kw)
+        Q, what = min(Q, 3), f"the top 5 of {m} sources (pass --out FILE.npy for the matrix or --top-k K)"
+    dt = time.perf_counter() - t0
+    print(f"scored {Q} queries × {what} in {dt:.3f} s ({1000 * dt / max(1, Q):.2f} ms per query)", file=sys.stderr)
+    if top_k is not None and out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        with open(tmp, "wb") as fh:
-            np.save(fh, scores.astype(np.float32), allow_pickle=False)
+        tmp = out.with_name(out.name + ".part.npz")
+        np.savez(tmp, **result.arrays())
         tmp.replace(out)
-        print(f"wrote {out}", file=sys.stderr)
-    else:
-        _print_top(run, scores)
-    return scores
+        print(f"wrote {out} (top_indices, top_scores, bottom_indices, bottom_scores: [{Q}, {top_k}])", file=sys.stderr)
+    elif out is None:
+        _print_top(run, result)
+    return result
+
+
+def cmd_gc(args):
+    """``gc``: remove what killed saves left behind and uploads no run uses."""
+    store = _store()
+    store.list_runs()  # opening the store already removes what dead writers left
+    removed = store.cleaned_on_open + store.gc(grace_seconds=args.grace_seconds)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} orphan(s) removed from {store.home}")
 
 
 def cmd_attribute(args):

@@ -210,8 +210,8 @@ def load_dataset(
     if eval_source is not None:
         if test_fraction not in (None, 0, 0.0):
             raise ConfigError(
-                f"test_fraction={test_fraction} and an evaluation file were both given; with an "
-                "evaluation file every training row is trained on: leave test_fraction unset or 0."
+                f"`test_fraction` = {test_fraction} and an evaluation file (`eval_source`) were both given; "
+                "with an evaluation file every training row is trained on: leave `test_fraction` unset or 0."
             )
         test_fraction = 0.0
     test_fraction = _check_fraction("test_fraction", 0.2 if test_fraction is None else test_fraction, low_open=False)

@@ -205,7 +205,7 @@ def check_estimate(
                 f"({_fmt_bytes(estimate.response_bytes)} of responses for {estimate.n_sources} sources × "
                 f"{estimate.n_params} parameters, {_fmt_bytes(estimate.state_bytes)} of working state), more "
                 f"than the memory budget of {simulation.memory_budget_mb:g} MB; {fixes}, or raise the memory "
-                "budget (memory_budget_mb, --memory-budget). Nothing was trained."
+                "budget (`memory_budget_mb`). Nothing was trained."
             )
     if estimate.peak_bytes > available:
         raise ConfigError(
@@ -230,13 +230,13 @@ def check_estimate(
 def _fixes(estimate: Estimate, simulation: SimulationConfig | None) -> str:
     options = []
     if estimate.n_sources > 100:
-        options.append("group the sources (sources 'class' or a group column)")
+        options.append("group the sources (`sources` class, or a group column)")
     if simulation is not None and simulation.scheme == "trajectory" and simulation.horizon != 0:
-        options.append("use a shorter horizon")
+        options.append("use a shorter horizon (`horizon`)")
     if simulation is not None and simulation.scheme == "stationary":
-        options.append("use fewer Neumann steps or a curvature batch")
+        options.append("use fewer Neumann steps (`horizon`) or a curvature batch (`curvature_batch_size`)")
     if simulation is not None and simulation.scheme != "none":
-        options.append("compress the responses (a rank, e.g. 256)")
+        options.append("compress the responses (`rank`, e.g. 256)")
     options.append("train on fewer rows or a smaller network")
     return ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
 

@@ -235,7 +235,7 @@ def score_to_npy(
     if need > free:
         raise ConfigError(
             f"the {Q} × {m} score matrix needs {_fmt_bytes(need)} on disk but {path.parent} has "
-            f"{_fmt_bytes(free)} free; keep only the top-k sources per query (top_k), score "
+            f"{_fmt_bytes(free)} free; keep only the top-k sources per query (`top_k`), score "
             "a subset of the queries, or write to a disk with more room."
         )
     tmp = path.with_name(path.name + ".part")
@@ -288,10 +288,10 @@ def check_result_fits(
     limit = available_memory_bytes() / 2 if max_result_mb is None else max_result_mb * 2**20
     if need <= limit:
         return
-    where = "half the memory available now" if max_result_mb is None else f"max_result_mb = {max_result_mb:g}"
+    where = "half the memory available now" if max_result_mb is None else f"`max_result_mb` = {max_result_mb:g}"
     fix = (
-        "keep only the top-k sources of each query (top_k), write the matrix chunk by chunk to a "
-        "memory-mapped .npy file (score_to_npy / out=...), or score a subset of the queries"
+        "keep only the top-k sources of each query (`top_k`), write the matrix chunk by chunk to a "
+        "memory-mapped .npy file (score_to_npy, `out`), or score a subset of the queries"
         if hint
         else "score a subset of the queries or ask for a smaller k"
     )

@@ -139,6 +139,7 @@ class RunStore:
         self._ready = False
         self._local = threading.local()  # one SQLite connection per thread
         self._writers: dict[str, _WriterLock] = {}  # version being written -> its lock
+        self.cleaned_on_open: list[Path] = []  # what opening this store removed (see gc)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.home)!r})"
@@ -845,7 +846,7 @@ class RunStore:
         self._ready = True
         # Clean up after writers that died (kill -9, power cut); never fails an open.
         with contextlib.suppress(OSError, sqlite3.Error):
-            self.gc()
+            self.cleaned_on_open = self.gc()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

@@ -62,7 +62,7 @@ def test_a_run_over_the_budget_is_refused_with_the_fix():
         check_estimate(big, SimulationConfig(horizon=16), available_bytes=64 * 2**30)
     msg = str(info.value)
     assert "memory budget of 2048 MB" in msg and "Nothing was trained" in msg
-    assert "group the sources" in msg and "shorter horizon" in msg and "fewer rows" in msg
+    assert "group the sources" in msg and "shorter horizon (`horizon`)" in msg and "fewer rows" in msg
     # within the budget but beyond the machine: refused too
     roomy = SimulationConfig(horizon=16, memory_budget_mb=100_000)
     with pytest.raises(ConfigError, match="available"):

@@ -1,0 +1,188 @@
+"""The command line for real users' files: any size scored within a memory budget (streamed
+or refused with one ``error:`` line), their own split, a dry run, and ``gc``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import attrcore.cli.run_commands as run_commands
+from attrcore.cli.main import main
+from attrcore.engine import readout
+from attrcore.run import TrainedRun
+from attrcore.store import RunStore
+
+TINY = ["--epochs", "1", "--hidden", "8", "--batch-size", "64", "--horizon", "0"]
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def synthetic_csv(path, n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5)) * np.array([1, 10, 100, 0.1, 1])
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    df["label"] = np.where(X[:, 0] + X[:, 1] / 10 > 0, "yes", "no")
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def big_run(tmp_path, capsys):
+    """A user CSV run with 1,600 sources and a 5,000-row query file."""
+    train = synthetic_csv(tmp_path / "train.csv", 2000)
+    queries = synthetic_csv(tmp_path / "queries.csv", 5000, seed=1)
+    code, _, err = cli(capsys, "train", "--train", train, "--label-column", "label", *TINY, "--run", "big")
+    assert code == 0, err
+    return queries
+
+
+def record_chunks(monkeypatch):
+    seen = []
+    kernel = readout._score_jvp
+
+    def spy(mlp, theta, stack, X, *args):
+        seen.append((X.shape[0], len(stack)))
+        return kernel(mlp, theta, stack, X, *args)
+
+    monkeypatch.setattr(readout, "_score_jvp", spy)
+    return seen
+
+
+def test_a_large_file_is_scored_in_chunks_under_a_small_budget(big_run, tmp_path, capsys, monkeypatch):
+    seen = record_chunks(monkeypatch)
+    out = tmp_path / "scores.npy"
+    code, _, err = cli(capsys, "score", "--run", "big", "--test", big_run, "--memory-budget", "2", "--out", out)
+    assert code == 0, err
+    scores = np.load(out, mmap_mode="r")
+    assert scores.shape == (5000, 1600) and scores.dtype == np.float32
+    assert len(seen) > 10 and all(2 * q * m * 4 <= 2 * 2**20 for q, m in seen)  # never [5000, 1600] at once
+    run = TrainedRun.load(RunStore(), "big")
+    from attrcore.data.datasets import load_queries
+
+    X, y = load_queries(big_run, run.dataset)
+    torch.testing.assert_close(
+        torch.from_numpy(np.array(scores[123:130])), torch.from_numpy(run.score(X[123:130], y[123:130]))
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if "scores" in p.name) == ["scores.npy"]
+
+
+def test_top_k_and_a_query_subset_write_only_what_was_asked(big_run, tmp_path, capsys, monkeypatch):
+    seen = record_chunks(monkeypatch)
+    out = tmp_path / "top.npz"
+    code, _, err = cli(
+        capsys, "score", "--run", "big", "--test", big_run, "--top-k", "4", "--out", out, "--memory-budget", "2"
+    )
+    assert code == 0, err
+    with np.load(out) as top:
+        assert top["top_indices"].shape == top["bottom_scores"].shape == (5000, 4)
+        assert (np.diff(top["top_scores"], axis=1) <= 0).all() and (np.diff(top["bottom_scores"], axis=1) >= 0).all()
+    assert max(q for q, _ in seen) < 5000
+    sub = tmp_path / "sub.npy"
+    assert cli(capsys, "score", "--run", "big", "--test", big_run, "--queries", "100:350", "--out", sub)[0] == 0
+    assert np.load(sub).shape == (250, 1600)
+    code, _, err = cli(capsys, "score", "--run", "big", "--test", big_run, "--queries", "10:5", "--out", sub)
+    assert code == 2 and err.startswith("error: ") and "--queries" in err
+
+
+def test_a_matrix_the_disk_cannot_hold_is_refused_with_what_fits(big_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run_commands.shutil, "disk_usage", lambda _p: type("U", (), {"free": 10_000})())
+    out = tmp_path / "scores.npy"
+    code, _, err = cli(capsys, "score", "--run", "big", "--test", big_run, "--out", out)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "--top-k" in err and "--queries" in err and "30.5 MB" in err
+    assert not out.exists()
+
+
+def test_without_out_only_the_first_queries_top_sources_are_computed(big_run, capsys, monkeypatch):
+    seen = record_chunks(monkeypatch)
+    code, out, err = cli(capsys, "score", "--run", "big", "--test", big_run)
+    assert code == 0, err
+    assert out.count("top proponents") == 3 and sum(q for q, _ in seen) == 3
+
+
+def test_test_fraction_zero_and_an_evaluation_file(tmp_path, capsys):
+    train = synthetic_csv(tmp_path / "train.csv", 300)
+    evaluation = synthetic_csv(tmp_path / "eval.csv", 40, seed=2)
+    code, _, err = cli(
+        capsys,
+        "train",
+        "--train",
+        train,
+        "--label-column",
+        "label",
+        "--test-fraction",
+        "0",
+        *TINY,
+        "--run",
+        "every-row",
+    )
+    assert code == 0, err
+    ds = TrainedRun.load(RunStore(), "every-row").dataset
+    assert ds.n_train == 300 and ds.n_test == 0
+    code, _, err = cli(
+        capsys,
+        "train",
+        "--train",
+        train,
+        "--label-column",
+        "label",
+        "--eval",
+        evaluation,
+        *TINY,
+        "--run",
+        "own-eval",
+        "--standardize",
+        "off",
+        "--lr",
+        "0.0005",  # unscaled features (one column ×100) diverge at lr 0.1
+    )
+    assert code == 0, err
+    ds = TrainedRun.load(RunStore(), "own-eval").dataset
+    assert ds.n_train == 300 and ds.n_test == 40 and ds.feature_mean is None
+    code, _, err = cli(
+        capsys,
+        "train",
+        "--train",
+        train,
+        "--label-column",
+        "label",
+        "--eval",
+        evaluation,
+        "--test-fraction",
+        "0.2",
+        *TINY,
+    )
+    assert code == 2 and "--test-fraction" in err
+
+
+def test_dry_run_checks_and_estimates_without_training(capsys):
+    code, out, err = cli(capsys, "train", "--train", "digits", "--dry-run", "--run", "later")
+    assert code == 0, err
+    assert "peak memory" in out and "nothing was trained" in out and "9610 parameters" in out
+    assert RunStore().list_runs() == []
+    code, out, err = cli(capsys, "train", "--train", "digits", "--memory-budget", "20", "--dry-run")
+    assert code == 2 and "memory budget of 20 MB" in err and "--sources" in err and "--horizon" in err
+    code, out, err = cli(capsys, "train", "--train", "digits", "--dry-run", "--run", "")
+    assert code == 2 and "invalid run name" in err
+
+
+def test_gc_command_removes_what_a_dead_writer_left(capsys, attrcore_home):
+    store = RunStore()
+    store.save_run("kept", config={}, tensors={"a": torch.ones(1)})
+    orphan = attrcore_home / "runs" / "dead" / ("0" * 32)
+    orphan.mkdir(parents=True)
+    (orphan / "tensors.safetensors").write_bytes(b"half")
+    (orphan / ".writing").write_text("")  # its writer's lock file, nobody holds the lock
+    old = os.stat(orphan).st_mtime
+    assert old > 0
+    code, out, _ = cli(capsys, "gc")
+    assert code == 0 and str(orphan) in out and "1 orphan(s) removed" in out
+    assert not orphan.exists() and RunStore().exists("kept")
