@@ -112,8 +112,9 @@ if breakeven is not None:
     c2.metric(
         "TRAK, ms per query",
         f"{summary[-1]['ms per query']:.3f}",
-        delta=f"{ratio:,.0f}× forward-only",
+        delta=sup.speed_ratio_text(ratio),
         delta_color="off",
+        delta_arrow="off",
     )
     c3.metric(
         "break-even (queries)",

@@ -38,7 +38,8 @@ with data_col:
     )
     label_column = group_column = None
     n_samples = noise = None
-    path = None
+    path = eval_path = None
+    standardize = None
     if source == UPLOAD:
         file = st.file_uploader(
             "Your data (.csv or .npz)",
@@ -68,6 +69,26 @@ with data_col:
                 if path is not None:  # a rejected file is not kept (the page still holds its bytes)
                     uploads.discard_upload(sh.home(), path)
                 path = None
+        if path is not None:
+            eval_file = st.file_uploader(
+                "Your evaluation set (optional, .csv or .npz)",
+                type=["csv", "npz"],
+                key="train_eval_upload",
+                help="The same feature columns and label column as your data. With it, every row of your "
+                "data is trained on and this file is the test split (no random split).",
+            )
+            if eval_file is not None:
+                try:
+                    eval_path = uploads.save_upload(sh.home(), eval_file.name, eval_file.getvalue())
+                except AttrcoreError as err:
+                    st.error(sup.error_text(err))
+            standardize = st.checkbox(
+                "standardise the features (mean 0, sd 1 from the training split)",
+                True,
+                key="train_standardize",
+                help="Recommended for tables whose columns have different scales; the same transform is "
+                "applied to the test split and to every query. 2-D points are never rescaled.",
+            )
     else:
         st.caption(describe_builtin(source))
         if source == "moons":
@@ -76,7 +97,17 @@ with data_col:
             noise = c2.slider("noise", 0.0, 0.5, 0.2, step=0.05, key="train_moons_noise")
     c1, c2, c3 = st.columns(3)
     split_seed = c1.number_input("split seed", 0, 2**31, 0, key="train_split_seed")
-    test_fraction = c2.slider("test fraction", 0.05, 0.5, 0.2, step=0.05, key="train_test_fraction")
+    test_fraction = c2.slider(
+        "test fraction",
+        0.0,
+        0.5,
+        0.2,
+        step=0.05,
+        key="train_test_fraction",
+        disabled=eval_path is not None,
+        help="Held-out share of the rows; 0 trains on every row (the queries are then training rows). "
+        "Not used with an evaluation file.",
+    )
     label_noise = c3.slider(
         "label noise",
         0.0,
@@ -99,13 +130,16 @@ with data_col:
             group_column=group_column,
             n_samples=n_samples,
             noise=noise,
+            eval_source=None if eval_path is None else str(eval_path),
+            standardize=None if standardize is None or standardize else False,
         )
         try:
             dataset = sh.load_data(json.dumps(data_choice.kwargs(), sort_keys=True))
         except AttrcoreError as err:
             st.error(sup.error_text(err))
-            if path is not None:  # a rejected upload is not kept
-                uploads.discard_upload(sh.home(), path)
+            for rejected in (path, eval_path):  # a rejected upload is not kept
+                if rejected is not None:
+                    uploads.discard_upload(sh.home(), rejected)
     if dataset is not None:
         st.markdown(
             f"**{dataset.name}**: {dataset.n_train} training and {dataset.n_test} test examples, "
@@ -153,20 +187,15 @@ with model_col:
     activation = c2.selectbox("activation", list(ACTIVATIONS), key="train_activation")
     # labels, defaults, choices and help come from the option definitions (attrcore.config)
     c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input(**sup.widget_args(TrainConfig, "epochs"), min_value=1, max_value=1000, key="train_epochs")
-    lr = c2.number_input(
-        **sup.widget_args(TrainConfig, "lr"), min_value=0.0001, max_value=10.0, step=0.01, format="%.4f", key="train_lr"
-    )
-    batch_size = c3.number_input(
-        **sup.widget_args(TrainConfig, "batch_size"), min_value=1, max_value=4096, key="train_batch"
-    )
+    # No min/max on the widgets: an out-of-range value must reach the options' own checks,
+    # which block the Train button and say why (a bounded widget keeps its old value silently).
+    epochs = c1.number_input(**sup.widget_args(TrainConfig, "epochs"), step=1, key="train_epochs")
+    lr = c2.number_input(**sup.widget_args(TrainConfig, "lr"), step=0.01, format="%.4f", key="train_lr")
+    batch_size = c3.number_input(**sup.widget_args(TrainConfig, "batch_size"), step=1, key="train_batch")
     c1, c2, c3 = st.columns(3)
-    momentum = c1.number_input(
-        **sup.widget_args(TrainConfig, "momentum"), min_value=0.0, max_value=0.99, step=0.1, key="train_momentum"
-    )
+    momentum = c1.number_input(**sup.widget_args(TrainConfig, "momentum"), step=0.1, key="train_momentum")
     weight_decay = c2.number_input(
-        **sup.widget_args(TrainConfig, "weight_decay"), min_value=0.0, max_value=1.0, step=1e-4, format="%.5f",
-        key="train_wd",
+        **sup.widget_args(TrainConfig, "weight_decay"), step=1e-4, format="%.5f", key="train_wd"
     )
     schedule = c3.selectbox(**sup.widget_args(TrainConfig, "lr_schedule"), key="train_schedule")
     seed = st.number_input(**sup.widget_args(TrainConfig, "seed"), min_value=0, max_value=2**31, key="train_seed")
@@ -191,17 +220,16 @@ with model_col:
             # the page starts at K = 16 (quick to train), not at the library's full horizon
             horizon = int(
                 c2.number_input(
-                    f"horizon K ({Horizon.meaning('trajectory')})", 0, 100000, 16, key="train_horizon",
+                    f"horizon K ({Horizon.meaning('trajectory')})", value=16, step=1, key="train_horizon",
                     help=sup.widget_args(SimulationConfig, "horizon")["help"],
                 )
             )
     elif scheme == "stationary":
         c1, c2 = st.columns(2)
-        horizon = int(c1.number_input(f"K ({Horizon.meaning('stationary')})", 1, 100000, 100, key="train_stat_k"))
+        horizon = int(c1.number_input(f"K ({Horizon.meaning('stationary')})", value=100, step=1, key="train_stat_k"))
         damping = float(
             c2.number_input(
-                **sup.widget_args(SimulationConfig, "damping"), min_value=0.0, max_value=10.0, step=0.01,
-                key="train_damping",
+                **sup.widget_args(SimulationConfig, "damping"), step=0.01, key="train_damping",
             )
         )
     curvature = SimulationConfig().curvature
@@ -283,7 +311,12 @@ else:
             seed=int(seed),
         )
         hidden = sup.parse_hidden(hidden_text)
-        st.caption(sup.estimate_text(sup.simulation_estimate(dataset, hidden, tcfg, sim, sources)))
+        estimate = sup.simulation_estimate(dataset, hidden, tcfg, sim, sources)
+        st.caption(sup.estimate_text(estimate))
+        for warning in estimate["warnings"]:
+            st.warning(warning, icon=":material/hourglass:")
+        if estimate["problem"]:
+            errors.append(estimate["problem"])
         c1, c2 = st.columns([3, 1])
         default_name = sup.default_run_name(data_choice, sim, sources)
         if st.session_state.get("train_name") in (None, st.session_state.get("train_name_default")):
@@ -291,6 +324,7 @@ else:
         st.session_state["train_name_default"] = default_name
         name = c1.text_input("run name", key="train_name")
         overwrite = c2.checkbox("overwrite if it exists", key="train_overwrite")
+        sh.store().check_can_save(name.strip(), overwrite)  # a bad or taken name blocks the button
         request = sup.TrainRequest(
             data=data_choice,
             name=name.strip(),
@@ -303,11 +337,18 @@ else:
         )
     except AttrcoreError as err:
         errors.append(sup.error_text(err))
+if errors:
+    request = None  # blocked: the button says why
 for e in errors:
     st.error(e)
 
 if st.button(
-    "Train and save", type="primary", disabled=request is None, key="train_button", icon=":material/rocket_launch:"
+    "Train and save",
+    type="primary",
+    disabled=request is None,
+    key="train_button",
+    icon=":material/rocket_launch:",
+    help=f"Blocked: {errors[0]}" if errors else None,
 ):
     st.session_state.pop("train_done", None)
     chart = st.empty()

@@ -31,6 +31,7 @@ from .cost import (
     measure_cost,
     measure_readout_cost,
     save_cost,
+    speed_ratio_text,
 )
 from .evaluation import (
     LDS_DONE_KIND,
@@ -172,6 +173,7 @@ __all__ = [
     "simulation_estimate",
     "save_cost",
     "signal_result",
+    "speed_ratio_text",
     "stage_text",
     "store_version",
     "stored_baselines",

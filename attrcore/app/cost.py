@@ -226,3 +226,16 @@ def load_cost(store: RunStore, run_name: str, version: str) -> dict | None:
     if found is None:
         return None
     return {**{k: v.tolist() for k, v in found.arrays.items()}, **found.meta}
+
+
+def speed_ratio_text(ratio: float, other: str = "forward-only") -> str:
+    """``ratio`` = this method's time per query / ``other``'s, as words that never round to
+    "0×": ``"3.2× slower than forward-only"``, ``"2.5× faster than forward-only"``."""
+    if not np.isfinite(ratio) or ratio <= 0:
+        return f"not comparable with {other}"
+    if abs(ratio - 1) < 0.05:
+        return f"as fast as {other}"
+    if ratio > 1:
+        return f"{ratio:,.1f}× slower than {other}" if ratio < 10 else f"{ratio:,.0f}× slower than {other}"
+    inv = 1 / ratio
+    return f"{inv:,.1f}× faster than {other}" if inv < 10 else f"{inv:,.0f}× faster than {other}"

@@ -209,9 +209,13 @@ def bench_curves(doc: dict, protocol: str = "fixed-seed") -> dict[str, dict[str,
         elif r.get("method") == "trak":
             meta = r.get("meta") or {}
             M, k = int(r.get("models", meta.get("ensemble", 1))), meta.get("proj_dim")
+            # a row with an explicit ridge is another method, not a point of the plain curve
+            # (mixed in, it made the TRAK curves zig-zag)
+            ridge = meta.get("ridge")
+            tag = "" if ridge is None else f", ridge {ridge:g}× mean eigenvalue"
             if k is not None:
-                trak_m.setdefault(f"proj {k}", []).append((M, v))
-                trak_k.setdefault(f"{M} model(s)", []).append((int(k), v))
+                trak_m.setdefault(f"proj {k}{tag}", []).append((M, v))
+                trak_k.setdefault(f"{M} model(s){tag}", []).append((int(k), v))
 
     def series(d):
         return {name: tuple(map(list, zip(*sorted(pts)))) for name, pts in d.items() if pts}

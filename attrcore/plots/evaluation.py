@@ -45,6 +45,27 @@ def lds_bars(
     return _layout(fig, height=360, title=title)
 
 
+def thin_ticks(values: Sequence[float], log: bool = False, min_gap: float = 0.06) -> list[float]:
+    """The tick positions to label so that no two labels overlap: sorted ``values``, dropping
+    any closer than ``min_gap`` of the axis span to the previous one kept (in log10 on a log
+    axis); the largest (e.g. "full") is always kept. 64 and 100 on a log axis of 1..4096
+    are 0.05 of the span apart: one of them goes."""
+    xs = sorted(float(v) for v in values if not log or v > 0)
+    if len(xs) < 3:
+        return xs
+    pos = [np.log10(x) for x in xs] if log else xs
+    gap = min_gap * max(pos[-1] - pos[0], 1e-12)
+    kept = [0]
+    for i in range(1, len(xs)):
+        if pos[i] - pos[kept[-1]] >= gap:
+            kept.append(i)
+    if kept[-1] != len(xs) - 1:  # the last one always shows: replace the one too close to it
+        if pos[-1] - pos[kept[-1]] < gap and len(kept) > 1:
+            kept.pop()
+        kept.append(len(xs) - 1)
+    return [xs[i] for i in kept]
+
+
 def lds_curves(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     x_title: str,
@@ -69,7 +90,8 @@ def lds_curves(
         fig.add_hline(y=ceiling, line={"dash": "dash", "color": "#333"}, annotation_text="noise ceiling")
     fig.update_xaxes(title_text=x_title, type="log" if log_x else None)
     if x_labels:
-        fig.update_xaxes(tickvals=list(x_labels), ticktext=list(x_labels.values()))
+        keep = thin_ticks(list(x_labels), log=log_x)
+        fig.update_xaxes(tickvals=keep, ticktext=[x_labels[x] for x in keep])
     fig.update_yaxes(title_text="LDS")
     fig.update_layout(legend={"orientation": "h", "y": -0.25})
     return _layout(fig, height=340, title=title)

@@ -136,11 +136,14 @@ def feature_heatmap(
     feature_names: Sequence[str],
     row_labels: Sequence[str],
     reference: np.ndarray | None = None,
+    z_range: float = 3.0,
 ) -> go.Figure:
     """Tabular rows as a heatmap of feature values (``X [n, d]``); rows labelled on the left.
 
     Values are shown as z-scores against ``reference [N, d]`` (e.g. the training set) so that
-    features on different scales share one colour bar.
+    features on different scales share one colour bar, on a fixed scale ``±z_range`` (beyond
+    it the colour saturates; hovering shows the value): two heatmaps side by side (the
+    proponents and the opponents) then mean the same thing by the same colour.
     """
     X = np.asarray(X, dtype=np.float64)
     if reference is not None and len(reference) > 1:
@@ -155,7 +158,8 @@ def feature_heatmap(
             x=list(feature_names),
             y=list(row_labels),
             colorscale="RdBu_r",
-            zmid=0,
+            zmin=-z_range,
+            zmax=z_range,
             colorbar={"title": "z-score", "thickness": 10},
             customdata=X,
             hovertemplate="%{y}<br>%{x} = %{customdata:.3g} (z %{z:.2f})<extra></extra>",

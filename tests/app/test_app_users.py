@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.errors import AppTestError
 from test_app import APP, TIMEOUT, ok, texts  # noqa: I001  (the shared AppTest helpers)
 
 import attrcore.app as sup
@@ -78,3 +79,43 @@ def test_open_run_notice():
     assert sup.open_run_notice(store, None, ["a"]) is None
     assert sup.open_run_notice(store, "a", ["a"]) is None
     assert "was deleted" in sup.open_run_notice(store, "gone", [])
+
+
+def open_train() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    return ok(at)
+
+
+def train_button(at: AppTest):
+    return next(b for b in at.button if b.key == "train_button")
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "good", "words"),
+    [
+        ("train_lr", 1e6, 0.1, "learning rate"),
+        ("train_horizon", -3, 16, "horizon"),
+        ("train_epochs", 0, 2, "epochs"),
+    ],
+)
+def test_an_out_of_range_value_blocks_the_train_button_and_says_why(attrcore_home, key, bad, good, words):
+    at = open_train()
+    assert not train_button(at).disabled
+    at.number_input(key=key).set_value(bad).run()
+    ok(at)
+    assert train_button(at).disabled, "training would run with a value the field shows as invalid"
+    assert words in texts(at.error).lower()
+    with pytest.raises(AppTestError, match="disabled"):  # a browser user cannot click it
+        train_button(at).click()
+    assert RunStore().list_runs() == []
+    at.number_input(key=key).set_value(good).run()
+    assert not train_button(at).disabled and not at.error
+
+
+def test_a_bad_run_name_blocks_the_train_button(attrcore_home):
+    at = open_train()
+    at.text_input(key="train_name").set_value("no spaces!").run()
+    assert train_button(at).disabled and "invalid run name" in texts(at.error)
