@@ -136,4 +136,4 @@ PAGES = {
     "Debug data": [st.Page("pages/mislabeled.py", title="Mislabeled data", icon=":material/label_off:")],
 }
 
-sh.run_routed(st.navigation(PAGES))  # pages check that they run through here: _shared.require_router
+sh.run_routed(st.navigation(PAGES, position="top"))  # pages check that they run through here: _shared.require_router
