@@ -30,6 +30,7 @@ measure = st.sidebar.selectbox(
 k = st.sidebar.slider("k (examples of each sign)", 3, 24, 8, key="explore_k")
 per_example = run.sources_kind == "example"
 
+ROWS_PER_PAGE = 500  # table rows / scatter points drawn at once: a page, not the whole split
 QX, Qy, query_split = sup.query_pool(ds)  # the test split, or the training rows of a run without one
 if query_split == "train":
     st.info("This run was trained on every row (no test split): its queries are its own training examples.")
@@ -121,25 +122,30 @@ if ds.kind in ("image", "signal"):
     st.caption("Click an example to make it the query (red frame: misclassified; title: true→predicted).")
 elif ds.kind == "points":
     scatter_key = f"explore_scatter_{run.name}_{flt}"
-    fig = plots.points_scatter(
-        QX[candidates], Qy[candidates], names, ids=candidates, selected=q, feature_names=ds.feature_names
-    )
+    shown = sup.page_of(candidates, st.session_state.get(f"explore_rows_page_{flt}", 1), ROWS_PER_PAGE)
+    fig = plots.points_scatter(QX[shown], Qy[shown], names, ids=shown, selected=q, feature_names=ds.feature_names)
     sh.chart(fig, scatter_key, on_select=lambda: pick_from(scatter_key), selection_mode="points")
     st.caption("Click a test point to make it the query.")
 else:
-    table = pd.DataFrame(QX[candidates], columns=list(ds.feature_names))
-    table.insert(0, "predicted", [names[pred[i]] for i in candidates])
-    table.insert(0, "true", [names[Qy[i]] for i in candidates])
-    table.insert(0, "id", candidates)
+    shown = sup.page_of(candidates, st.session_state.get(f"explore_rows_page_{flt}", 1), ROWS_PER_PAGE)
+    table = pd.DataFrame(QX[shown], columns=list(ds.feature_names))
+    table.insert(0, "predicted", [names[pred[i]] for i in shown])
+    table.insert(0, "true", [names[Qy[i]] for i in shown])
+    table.insert(0, "id", shown)
     table_key = f"explore_table_{run.name}_{flt}"
 
     def _row_picked() -> None:
         rows = st.session_state[table_key].selection.rows
         if rows:
-            set_query(int(candidates[rows[0]]))
+            set_query(int(shown[rows[0]]))
 
     st.dataframe(table, hide_index=True, key=table_key, on_select=_row_picked, selection_mode="single-row", height=240)
     st.caption("Select a row to make it the query.")
+if ds.kind not in ("image", "signal") and len(candidates) > ROWS_PER_PAGE:  # only a page is drawn
+    n_row_pages = -(-len(candidates) // ROWS_PER_PAGE)
+    st.number_input(
+        f"Page of {ROWS_PER_PAGE} queries (of {n_row_pages})", 1, n_row_pages, 1, key=f"explore_rows_page_{flt}"
+    )
 
 # ----------------------------------------------------------------------------- the query
 row = sh.query_row(H, run.name, version, measure, q)  # [m]: this query only, computed when shown

@@ -56,6 +56,13 @@ def query_pool(ds) -> tuple[np.ndarray, np.ndarray, str]:
     return ds.X_train, ds.y_train, "train"
 
 
+def page_of(items, page: int, per_page: int):
+    """Items of 1-based page ``page`` (clamped to the pages there are)."""
+    n_pages = max(1, -(-len(items) // per_page))
+    page = min(max(1, int(page)), n_pages)
+    return items[(page - 1) * per_page : page * per_page]
+
+
 def comparison_queries(n_queries: int, n_sources: int, budget_mb: float = 64.0) -> int:
     """How many queries the all-queries comparisons use: all of them while their
     ``[q, m]`` score matrix stays under ``budget_mb``, else the first that fit."""

@@ -119,3 +119,10 @@ def test_a_bad_run_name_blocks_the_train_button(attrcore_home):
     at = open_train()
     at.text_input(key="train_name").set_value("no spaces!").run()
     assert train_button(at).disabled and "invalid run name" in texts(at.error)
+
+
+def test_tables_and_scatters_draw_a_page_of_queries():
+    items = list(range(1234))
+    assert sup.page_of(items, 1, 500) == items[:500]
+    assert sup.page_of(items, 3, 500) == items[1000:]
+    assert sup.page_of(items, 99, 500) == items[1000:]  # clamped
