@@ -102,8 +102,12 @@ st.success(
 # ----------------------------------------------------------------------------- LDS per method
 st.subheader("2 · LDS per method")
 rank_tag = f", rank {run.responses.rank}" if run.compressed else ""
+# the first queries only, while their score matrix stays small (all of them on runs of the usual size)
+n_eval = sup.comparison_queries(len(sup.query_pool(sh.dataset_of(run))[0]), run.n_sources)
 methods = {
-    f"forward-only (this run, K={run.simulation.horizon_label}{rank_tag})": sh.scores(H, run.name, version, measure)
+    f"forward-only (this run, K={run.simulation.horizon_label}{rank_tag})": sh.scores(
+        H, run.name, version, measure, n_eval
+    )
 }
 variant = sh.compressed_scores(H, run.name, version, measure)  # a dense run: its rank-256 compression too
 if variant is not None:
@@ -114,7 +118,7 @@ for name in sup.comparable_runs(sh.store(), run):
     other = sh.load_run(H, name, v)
     if sup.same_training(run, other):
         label = f"forward-only ({name}, {other.simulation.scheme} K={other.simulation.horizon_label})"
-        methods[label] = sh.scores(H, name, v, measure)
+        methods[label] = sh.scores(H, name, v, measure, n_eval)
         curve_runs[label] = other
 if sup.baselines_available() is None:
     for a in sup.stored_baselines(sh.store(), run.name, version):
