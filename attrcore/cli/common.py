@@ -86,7 +86,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     # the flags that choose the simulation (and the budget, which the choice may raise) record
     # that they were given, so _configs can tell "default" from "not set"
     for action in s._group_actions:
-        if action.dest in (*CHOICE_OPTIONS, "memory_budget_mb") and type(action) is argparse._StoreAction:
+        if action.dest in (*CHOICE_OPTIONS, "memory_budget_mb", "rank") and type(action) is argparse._StoreAction:
             action.__class__ = _RecordGiven
     s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
     d = p.add_argument_group("scale-out (the result is the same; see attrcore.engine.shard)")
@@ -201,11 +201,12 @@ def _chosen_simulation(args, dataset, train_cfg, n_sources: int):
     from ..engine.choose import choose_simulation
 
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, parse_hidden(args.hidden), args.activation)
-    given_budget = "memory_budget_mb" in getattr(args, "given_options", set())
+    given_budget = "memory_budget_mb" in getattr(args, "given_options", set())  # else the choice may raise it
     choice = choose_simulation(mcfg, train_cfg, dataset.n_train, n_sources,
                                memory_budget_mb=args.memory_budget_mb if given_budget else None)
-    cfg = replace(choice.config, response_dtype=args.response_dtype, rank=args.rank,
-                  power_iterations=args.power_iterations)
+    given = getattr(args, "given_options", set())
+    cfg = replace(choice.config, response_dtype=args.response_dtype, power_iterations=args.power_iterations,
+                  rank=args.rank if "rank" in given else choice.config.rank)
     return cfg, choice.reason
 
 

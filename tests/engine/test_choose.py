@@ -19,7 +19,7 @@ MNIST1D_TRAIN = TrainConfig(epochs=30, lr=0.1, batch_size=100, momentum=0.9, wei
 def test_mnist1d_gets_the_ekfac_full_horizon_with_room_for_its_responses():
     choice = choose_simulation(MNIST1D, MNIST1D_TRAIN, n_train=4000)
     cfg = choice.config
-    assert (cfg.scheme, cfg.horizon, cfg.curvature) == ("trajectory", None, "ekfac")
+    assert (cfg.scheme, cfg.horizon, cfg.curvature, cfg.rank) == ("trajectory", None, "ekfac", None)
     dense_mb = 4000 * MNIST1D.n_params * 4 / 2**20
     assert cfg.memory_budget_mb >= dense_mb  # raised from the 2048 MB default to fit
     assert "ekfac" in choice.reason and "4000 sources" in choice.reason and "40 steps" in choice.reason
