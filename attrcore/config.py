@@ -285,7 +285,8 @@ class SimulationConfig:
     # "auto" = compressed (rank 256) only where that is clearly cheaper (see resolve_rank)
     rank: int | str | None = option(
         "auto", "compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = rank 256 where it "
-        "is ≥ 8× smaller than dense and m ≥ 1024, else dense", type=parse_rank, label="rank",
+        "is ≥ 8× smaller than dense and m ≥ 1024 (full horizon or stationary), else dense",
+        type=parse_rank, label="rank",
     )
     power_iterations: int = option(1, "compressed: power iterations of the range finder (default 1)")
     segment_steps: int | None = option(None, "ekfac: training steps per curvature segment (default: one epoch)",

@@ -27,7 +27,7 @@ from torch import Tensor
 from .config import SimulationConfig, TrainConfig, fingerprint
 from .data.datasets import Dataset, load_dataset, rebuild_dataset
 from .data.sources import Sources, make_sources
-from .engine.compress import CompressedResponses, resolve_rank
+from .engine.compress import CompressedResponses, rank_for
 from .engine.estimate import EstimateWarning, check_estimate, estimate_training
 from .engine.model import MLP, MLPConfig
 from .engine.readout import TopK
@@ -148,7 +148,7 @@ class TrainedRun:
         sim = self.config.get("simulation", {})
         if "rank" not in sim:
             return {"kind": "dense", "reason": "dense (saved before compressed responses existed)"}
-        return {"kind": "dense", "reason": resolve_rank(sim["rank"], self.n_sources, self.mlp.n_params)[1]}
+        return {"kind": "dense", "reason": rank_for(sim, self.n_sources, self.mlp.n_params)[1]}
 
     def logits(self, X) -> Tensor:
         X = torch.as_tensor(np.asarray(X)).to(self.theta.dtype)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import SimulationConfig, TrainConfig
 from ..data.datasets import Dataset
-from ..engine.compress import CompressedResponses, compress_dense, resolve_rank
+from ..engine.compress import CompressedResponses, compress_dense, rank_for
 from ..run import TrainedRun
 
 
@@ -52,7 +52,7 @@ def simulation_estimate(
     est = estimate_training(dataset.n_train, dataset.n_features, dataset.n_classes, tuple(hidden), train, sim, m)
     p = est.n_params
     isz = 8 if train.dtype == "float64" else 4
-    rank, reason = (None, "no simulation") if sim.scheme == "none" else resolve_rank(sim.rank, m, p)
+    rank, reason = (None, "no simulation") if sim.scheme == "none" else rank_for(sim, m, p)
     try:
         problem, warnings = None, check_estimate(est, sim)
     except ConfigError as err:

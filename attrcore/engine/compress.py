@@ -41,6 +41,7 @@ __all__ = [
     "forward_sketch",
     "full_horizon_memory",
     "make_compressed_trajectory",
+    "rank_for",
     "resolve_rank",
     "stationary_sketch",
 ]
@@ -135,7 +136,7 @@ class CompressedResponses:
 # ---- the rank rule ----------------------------------------------------------------------
 
 
-def resolve_rank(rank: int | str | None, m: int, p: int) -> tuple[int | None, str]:
+def resolve_rank(rank: int | str | None, m: int, p: int, *, finite_horizon: bool = False) -> tuple[int | None, str]:
     """The rank a run uses (None = dense) and why, in words.
 
     ``"auto"`` compresses with r = :data:`AUTO_RANK` (256) where that is clearly cheaper:
@@ -143,10 +144,18 @@ def resolve_rank(rank: int | str | None, m: int, p: int) -> tuple[int | None, st
     tangents in all, cost no more than the m dense tangents) and m·p ≥ 8·r·(p + m) (storage
     and per-query work cut at least 8-fold). Below that dense responses are exact at a
     modest cost (digits-mlp: m·p is 4.9× the rank-256 factors, so it stays dense;
-    mnist1d-mlp: 15×, compressed). An explicit rank is capped at p.
+    mnist1d-mlp: 15×, compressed). ``finite_horizon`` (a trajectory run with a finite K)
+    keeps ``"auto"`` dense: short-horizon responses are nearly full-rank across sources
+    (benchmarks/compress-mnist1d-mlp.md: K = 4, rank 256 LDS 0.114 vs dense 0.188), so
+    compressing them by default costs quality. An explicit rank is capped at p.
     """
     if rank is None:
         return None, "dense (rank not set)"
+    if rank == "auto" and finite_horizon:
+        return None, (
+            "dense (auto: a finite-horizon trajectory's responses are nearly full-rank, so a "
+            "low-rank factorisation loses attribution quality; pass a rank to compress anyway)"
+        )
     if rank == "auto":
         r = AUTO_RANK
         if m >= 4 * r and m * p >= 8 * r * (p + m):
@@ -161,6 +170,14 @@ def resolve_rank(rank: int | str | None, m: int, p: int) -> tuple[int | None, st
     r = int(rank)
     r_eff = min(r, p)
     return r_eff, f"rank {r_eff}" + ("" if r_eff == r else f" (rank {r} capped at p = {p})")
+
+
+def rank_for(sim, m: int, p: int) -> tuple[int | None, str]:
+    """:func:`resolve_rank` for a simulation (a ``SimulationConfig`` or its stored dict)."""
+    get = sim.get if isinstance(sim, dict) else lambda k, d=None: getattr(sim, k, d)
+    horizon = get("horizon")
+    finite = get("scheme", "trajectory") == "trajectory" and horizon not in (None, "full")
+    return resolve_rank(get("rank"), m, p, finite_horizon=finite)
 
 
 # ---- helpers on stacks ------------------------------------------------------------------

@@ -116,9 +116,9 @@ def estimate_training(
     data_bytes = 4 * n * sizes[0] * item
     rank = None
     if scheme != "none":
-        from .compress import resolve_rank
+        from .compress import rank_for
 
-        rank, _why = resolve_rank(simulation.rank, m, p)
+        rank, _why = rank_for(simulation, m, p)
     response_bytes = m * p * item if rank is None else rank * (p + m) * item
     state_bytes = 0
     products = 0.0  # tangent · example products

@@ -300,11 +300,11 @@ class ShardedSimulation(Simulator):
         compressed full horizon, or a compressed short horizon whose dense Δ fits the budget
         (compressed afterwards either way). The compressed stationary sketch, the one-pass
         sketch of a short horizon and the EK-FAC propagation run in process."""
-        from .compress import resolve_rank
+        from .compress import rank_for
 
         if sim.curvature not in ("hessian", "gauss-newton"):  # EK-FAC (engine/ekfac.py) has no shards yet
             return False
-        rank, _ = resolve_rank(sim.rank, m, p)
+        rank, _ = rank_for(sim, m, p)
         if rank is None:
             return True
         if sim.scheme != "trajectory":

@@ -33,7 +33,7 @@ from .compress import (
     CompressedResponses,
     compress_dense,
     make_compressed_trajectory,
-    resolve_rank,
+    rank_for,
     stationary_sketch,
 )
 from .curvature import make_curvature
@@ -284,7 +284,7 @@ class Simulator:
 
     def _compression(self, sim: SimulationConfig, cfg: TrainConfig, m: int, mlp: MLP) -> None:
         self.response_dtype = sim.response_dtype
-        self.rank, self.rank_reason = resolve_rank(sim.rank, m, mlp.n_params)
+        self.rank, self.rank_reason = rank_for(sim, m, mlp.n_params)
         self.power_iterations, self.seed = sim.power_iterations, cfg.seed
 
 

@@ -48,7 +48,7 @@ import torch
 from ..config import PRESETS, SimulationConfig, TrainConfig
 from ..data.datasets import load_dataset
 from ..engine.choose import choose_simulation
-from ..engine.compress import resolve_rank
+from ..engine.compress import rank_for
 from ..engine.model import MLP, MLPConfig
 from ..engine.train import Progress, ProgressFn, train
 from ..errors import CancelledError, ConfigError
@@ -256,7 +256,7 @@ def run_bench(
         # trajectory simulation runs inside the training loop, stationary after it
         plain = sum(o.timings["train_seconds"] - (o.timings["simulate_seconds"] if sim.scheme == "trajectory"
                                                   else 0.0) for o in outs)
-        rank = resolve_rank(sim.rank, ds.n_train, mlp.n_params)[0]
+        rank = rank_for(sim, ds.n_train, mlp.n_params)[0]
         detail = "".join([
             f", {sim.curvature}" if sim.curvature != "hessian" else "",
             f", segments of {sim.segment_steps} steps" if sim.segment_steps else "",

@@ -29,6 +29,7 @@ from attrcore.engine.compress import (
     adjoint_coefficients,
     compress_dense,
     forward_sketch,
+    rank_for,
     resolve_rank,
 )
 from attrcore.engine.measures import measure
@@ -431,3 +432,16 @@ def test_the_symmetric_neumann_sketch_projects_the_dense_stationary_responses(ti
     g = train(mlp, tiny.X, tiny.y, cfg, dataclasses.replace(sim, rank=1, power_iterations=0), **kw).responses
     assert g.info["method"] == "symmetric-neumann-sketch"
     assert_close(g.C, dense_g @ g.Q.flat().T, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_rank_keeps_finite_horizon_trajectories_dense():
+    """Short-horizon responses are nearly full-rank (mnist1d K = 4: rank 256 LDS 0.114 vs dense
+    0.188), so ``auto`` keeps them dense; the full horizon and stationary still compress."""
+    m, p = 4000, 78858  # mnist1d-mlp
+    assert rank_for(SimulationConfig(horizon=4), m, p)[0] is None
+    assert "finite-horizon" in rank_for(SimulationConfig(horizon=4), m, p)[1]
+    assert rank_for({"scheme": "trajectory", "horizon": "16", "rank": "auto"}, m, p)[0] is None
+    assert rank_for(SimulationConfig(horizon=None), m, p)[0] == 256
+    assert rank_for({"scheme": "trajectory", "horizon": "full", "rank": "auto"}, m, p)[0] == 256
+    assert rank_for(SimulationConfig(scheme="stationary", horizon=50), m, p)[0] == 256
+    assert rank_for(SimulationConfig(horizon=4, rank=128), m, p)[0] == 128  # an explicit rank applies
