@@ -13,7 +13,8 @@ The memory model follows the simulators in :mod:`attrcore.engine.simulate`:
   working memory then follows :func:`attrcore.engine.compress.full_horizon_memory`);
 - the simulation state: the full horizon carries one tangent per source (twice with
   momentum), a horizon K a ring of ``K · min(B, m)`` tangents, the stationary scheme a
-  second ``m × p`` block for ḡ;
+  second ``m × p`` block for ḡ, the EK-FAC scheme one ``m × p`` block of eigen-coordinates
+  (its time: a rotation of every source's block into the new basis at each segment end);
 - at the end of training Δ exists about three times at once (the simulator's blocks, the
   flat ``[m, p]`` copy ``train`` returns, the per-layer copy of the run), so the peak of
   the process is ≈ base + data + state + 3 Δ (measured: mnist1d, K = 2, m = 4000,
@@ -46,6 +47,8 @@ STATIONARY_FACTOR = 2.5  # the Neumann step is an unfused product plus an update
 MOMENTUM_FACTOR = 2.0  # the momentum tangents double the state and the update traffic
 SECONDS_PER_EXAMPLE_PARAM = 2.5e-9  # plain training: forward + backward per example
 SECONDS_PER_SOURCE_GRAD = 2.5e-9  # per-source gradients fed to the simulator, per example · parameter
+SECONDS_PER_ROTATION_MAC = 2.5e-11  # EK-FAC segment rotations: batched GEMMs over the sources
+SECONDS_PER_INJECTION = 1.0e-9  # EK-FAC: one example's gradient into the eigen-coordinates, per parameter
 SECONDS_PER_RESPONSE_BYTE = 2.0e-9  # finalising, copying and flattening Δ
 BASE_BYTES = 500 * 2**20  # python + torch + numpy/pandas/sklearn, measured ≈ 0.5 GB
 LOW, HIGH = 0.5, 3.0  # the time range around the central estimate
@@ -122,7 +125,21 @@ def estimate_training(
     response_bytes = m * p * item if rank is None else rank * (p + m) * item
     state_bytes = 0
     products = 0.0  # tangent · example products
-    if scheme == "trajectory":
+    if scheme == "trajectory" and simulation.curvature == "ekfac":
+        # engine/ekfac.py: the full horizon keeps Δ itself in the current segment's
+        # eigen-coordinates (no velocity tangent: momentum is the effective step) beside the
+        # segment's recorded activations and back-propagated signals; a finite horizon adds one
+        # m × p block for the segment's injections. An injection costs O(p); at every segment end
+        # each source's block is rotated into the new basis, R_G X R_Aᵀ per layer, o·i·(o + i)
+        # multiply-adds (the dominant cost).
+        segment = simulation.segment_steps or max(1, per_epoch)
+        segments = math.ceil(steps / segment)
+        records = min(segment, steps) * B * sum(a + 1 + b for a, b in zip(sizes[:-1], sizes[1:])) * item
+        state_bytes = records + (0 if simulation.horizon is None else m * p * item)
+        macs = sum((a + 1) * b * (a + 1 + b) for a, b in zip(sizes[:-1], sizes[1:]))
+        sim_seconds = SECONDS_PER_ROTATION_MAC * segments * m * macs + SECONDS_PER_INJECTION * steps * B * p
+        notes.append(f"EK-FAC: {segments} segment rotations of {m} sources, O(p) per injection")
+    elif scheme == "trajectory":
         K = simulation.horizon
         if K is None or K >= steps:
             if rank is None:

@@ -106,3 +106,25 @@ def test_compressed_responses_are_counted_at_their_rank():
     assert compressed.state_bytes == full_horizon_memory(32, P_DIGITS, 1437, 69, 4, False)["min_bytes"]
     dense = estimate_training(**DIGITS, train=train, simulation=SimulationConfig(rank=None))
     assert compressed.response_bytes < dense.response_bytes and compressed.seconds < dense.seconds
+
+
+def test_the_ekfac_default_is_estimated_as_ekfac_and_fits_its_budget():
+    """mnist1d-mlp's measured default (engine/choose.py: EK-FAC, full horizon, dense) keeps one
+    m × p block and rotates it once per segment; estimating it as the exact full horizon (a
+    velocity tangent per source, m tangents through every product) refused it at the default
+    budget and predicted hours."""
+    from attrcore.engine.choose import choose_simulation
+    from attrcore.engine.model import MLPConfig
+
+    train = TrainConfig(epochs=30, lr=0.1, batch_size=100, momentum=0.9, weight_decay=1e-4)
+    chosen = choose_simulation(MLPConfig(40, 10, (256, 256), "relu"), train, 4000, 4000).config
+    assert chosen.curvature == "ekfac" and chosen.horizon is None
+    ekfac = estimate_training(4000, 40, 10, (256, 256), train, chosen, 4000)
+    exact = estimate_training(4000, 40, 10, (256, 256), train, SimulationConfig(horizon=None, rank=None), 4000)
+    assert ekfac.response_bytes == exact.response_bytes == 4000 * 78858 * 4
+    assert ekfac.state_bytes < 0.05 * ekfac.response_bytes < exact.state_bytes
+    assert ekfac.seconds < exact.seconds / 10
+    assert check_estimate(ekfac, chosen, available_bytes=16 * 2**30) == []
+    finite = estimate_training(4000, 40, 10, (256, 256), train, SimulationConfig(horizon=16, curvature="ekfac",
+                                                                                   rank=None), 4000)
+    assert finite.state_bytes > ekfac.response_bytes  # the segment's injections are a second m × p block
