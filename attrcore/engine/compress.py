@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergenceError
+from .simulate import ShortTrajectory, _data_curvatures, chunk_rows, chunked_hvp, propagate
 from .tangents import Tangents
 
 __all__ = [
@@ -492,7 +493,6 @@ class Recording:
 
 
 def _chunks(curv, T: int, budget: float) -> Iterator[slice]:
-    from .simulate import chunk_rows
 
     step = chunk_rows(curv, T, budget)
     for s in range(0, T, step):
@@ -505,7 +505,6 @@ def forward_step(curv, U: Tangents, V: Tangents | None, lr: float, mu: float, we
     v ← μ v + H u + G;  u ← u − η (μ v + H u + G): the propagation, then the injection
     G = weights @ (per-example gradients) added by GEMMs straight into v and u.
     """
-    from .simulate import propagate
 
     propagate(curv, U, V, lr, mu, budget)
     G = example_grads(curv)
@@ -707,7 +706,6 @@ def make_compressed_trajectory(
     afterwards by :func:`compress_dense`) while the dense Δ fits the memory budget beside
     the ring of live tangents, otherwise the ring feeds a :class:`StreamingSketch`.
     """
-    from .simulate import ShortTrajectory
 
     rp = replay
     if horizon is None or horizon >= rp.total_steps:
@@ -757,8 +755,6 @@ def stationary_sketch(
     full curvature (``curvature_batch_size`` unset): a fresh mini-batch per step makes the
     map non-symmetric.
     """
-    from ..errors import DivergenceError
-    from .simulate import _data_curvatures, chunked_hvp
 
     n, dtype = X.shape[0], theta.dtype
     budget = sim.memory_budget_mb * 2**20

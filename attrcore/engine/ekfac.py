@@ -44,6 +44,7 @@ segment's basis and eigenvalues (used by the tests' explicit oracle too).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -195,8 +196,6 @@ class EKFACTrajectory:
 
     # ---- one segment ----------------------------------------------------------------------
     def _close_segment(self, last_step: int) -> None:
-        import time
-
         t0 = time.perf_counter()
         recs, self.records = self.records, []
         basis = segment_factors(recs, self.l2)

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 from ..config import SimulationConfig, TrainConfig
 from ..errors import ConfigError
+from .compress import StreamingSketch, full_horizon_memory, rank_for
+from .readout import available_memory_bytes
 
 # Seconds per (tangent · example · parameter · layer) of the fused curvature products.
 SECONDS_PER_TANGENT_PRODUCT = 3.5e-11
@@ -119,8 +121,6 @@ def estimate_training(
     data_bytes = 4 * n * sizes[0] * item
     rank = None
     if scheme != "none":
-        from .compress import rank_for
-
         rank, _why = rank_for(simulation, m, p)
     response_bytes = m * p * item if rank is None else rank * (p + m) * item
     state_bytes = 0
@@ -148,8 +148,6 @@ def estimate_training(
                 products = float(m) * B * steps * ramp
                 notes.append("full horizon: every source's tangent is carried through every step")
             else:
-                from .compress import full_horizon_memory
-
                 mem = full_horizon_memory(rank, p, m, steps, item, bool(train.momentum))
                 state_bytes = mem["min_bytes"]
                 # r tangents forward, r adjoints back, twice more per power iteration
@@ -159,8 +157,6 @@ def estimate_training(
             ring = K * min(B, m)
             state_bytes = ring * p * item * (2 if train.momentum else 1)
             if rank is not None:  # dense Δ beside the ring, compressed at the end (or a sketch)
-                from .compress import StreamingSketch
-
                 dense = m * p * item
                 fits = dense + state_bytes <= simulation.memory_budget_mb * 2**20
                 state_bytes += dense if fits else StreamingSketch.nbytes_for(p, m, rank, item)
@@ -210,8 +206,6 @@ def check_estimate(
     exceed ``memory_budget_mb``, or the expected peak exceeds the memory available
     (``available_bytes``, default: what the machine has free now).
     """
-    from .readout import available_memory_bytes
-
     available = available_memory_bytes() if available_bytes is None else int(available_bytes)
     fixes = _fixes(estimate, simulation)
     if simulation is not None and simulation.scheme != "none":

@@ -46,11 +46,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, ShapeError
+from ..errors import CancelledError, ConfigError, ShapeError
+from .compress import CompressedResponses
 from .measures import measure as measure_fn
 from .measures import measure_dlogits
 from .model import MLP, act
 from .tangents import Tangents
+from .train import Progress
 
 READOUTS = ("jvp", "cd")
 # Sources per chunk are capped so that a chunk's [S, d, Q] tangents stay in cache.
@@ -106,7 +108,6 @@ def score(
     before any work with a :class:`ConfigError` that offers :func:`top_k`,
     :func:`score_to_npy` or fewer queries.
     """
-    from .compress import CompressedResponses
 
     X, y, stack = _prepare(mlp, theta, responses, X, y, readout, backend)
     check_result_fits(X.shape[0], len(stack), max_result_mb)
@@ -324,7 +325,6 @@ def _fmt_bytes(n: float) -> str:
 def _prepare(mlp, theta, responses, X, y, readout, backend):
     """Checked query tensors and the responses in the form the kernels read: a
     :class:`Tangents` stack, flat ``[m, p]`` rows (``backend="func"``), or compressed."""
-    from .compress import CompressedResponses
 
     X = torch.as_tensor(X).to(theta.dtype)
     y = None if y is None else torch.as_tensor(y).long()
@@ -344,9 +344,6 @@ def _chunks(
 ):
     """``(start, stop, scores [q, m])`` per query chunk; compressed responses are read out
     as r directions per query and expanded by ``Cᵀ`` chunk by chunk."""
-    from ..errors import CancelledError
-    from .compress import CompressedResponses
-    from .train import Progress
 
     if not memory_budget_mb > 0:
         raise ConfigError(f"memory budget must be > 0 MB, got {memory_budget_mb}.")
@@ -397,7 +394,6 @@ def self_scores(
     Σ_k C[s_i, k] ⟨∇f(z_i), Q_k⟩ (r JVPs per point). Sign: with ``measure="loss"``
     up-weighting a point lowers its own loss, so τ < 0 and −τ is the usual self-influence.
     """
-    from .compress import CompressedResponses
 
     if isinstance(responses, CompressedResponses):
         J = score(

@@ -50,6 +50,7 @@ from .compress import (
     gaussian,
     like,
     orthonormal,
+    rank_for,
     sketch_generator,
 )
 from .model import MLP, MLPConfig
@@ -300,8 +301,6 @@ class ShardedSimulation(Simulator):
         compressed full horizon, or a compressed short horizon whose dense Δ fits the budget
         (compressed afterwards either way). The compressed stationary sketch, the one-pass
         sketch of a short horizon and the EK-FAC propagation run in process."""
-        from .compress import rank_for
-
         if sim.curvature not in ("hessian", "gauss-newton"):  # EK-FAC (engine/ekfac.py) has no shards yet
             return False
         rank, _ = rank_for(sim, m, p)

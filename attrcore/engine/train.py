@@ -37,6 +37,7 @@ from .compress import (
     stationary_sketch,
 )
 from .curvature import make_curvature
+from .ekfac import EKFACTrajectory
 from .model import MLP
 from .simulate import make_trajectory, stationary_response
 
@@ -301,8 +302,6 @@ class TrajectorySimulation(Simulator):
         self.mlp, self.cfg, self.src = mlp, cfg, src
         budget = sim.memory_budget_mb * 2**20
         if sim.curvature == "ekfac":
-            from .ekfac import EKFACTrajectory
-
             # the step only needs activations and δ (no σ'' caches); the responses come out
             # dense and are compressed afterwards when a rank is set (Simulator.output)
             self.curvature = "gauss-newton"
@@ -397,7 +396,7 @@ def make_simulator(sim: SimulationConfig | None, mlp: MLP, cfg: TrainConfig, X: 
         return Simulator()
     src, m = _source_ids(source_index, n_sources, X.shape[0])
     if executor is not None and executor.distributed:
-        from .shard import ShardedSimulation
+        from .shard import ShardedSimulation  # shard builds on this module (train, Replay): a cycle at the top
 
         if ShardedSimulation.applies(sim, m, mlp.n_params, len(lrs), X.element_size()):
             return ShardedSimulation(executor, sim, mlp, cfg, X, y, w, src, m, len(lrs))
