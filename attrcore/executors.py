@@ -227,25 +227,51 @@ class Executor:
                     ) from None
 
     def _dask(self, fn, items, shared, base: int):
+        """Submit every task; if a worker's death takes the shared data with it, send it again.
+
+        Scattered data has no lineage, so the scheduler cannot recompute it: when the only
+        copy dies the waiting tasks are cancelled ("lost scattered data"). Those tasks are
+        resubmitted with a fresh copy (and reported as retried), up to
+        :data:`DASK_ALLOWED_FAILURES` times.
+        """
+        from concurrent.futures import CancelledError
+
         distributed = self._distributed()
         client = self.client
-        futures = []
+        todo = list(range(len(items)))
+        futures: list = []
         try:
-            # hash=False: fresh keys, so a second map never waits on the release of the first one's data
-            sent = client.scatter(list(shared), broadcast=True, hash=False) if shared else []
-            futures = [client.submit(fn, item, *sent, pure=False) for item in items]
-            index = {f.key: i for i, f in enumerate(futures)}
-            for fut in distributed.as_completed(futures):
-                i = index[fut.key]
-                try:
-                    out = fut.result()
-                except distributed.KilledWorker:
-                    raise ExecutionError(
-                        f"task {i} of {len(items)} killed its worker {DASK_ALLOWED_FAILURES} times and was "
-                        "given up (out of memory?); lower the memory budget or use more, smaller shards."
-                    ) from None
-                self._note_retries(fut.key, base + i)
-                yield i, out
+            for _attempt in range(DASK_ALLOWED_FAILURES + 1):
+                # hash=False: fresh keys, so a second map never waits on the release of the first one's data
+                sent = client.scatter(list(shared), broadcast=True, hash=False) if shared else []
+                futures = [client.submit(fn, items[i], *sent, pure=False) for i in todo]
+                index = {f.key: i for f, i in zip(futures, todo)}
+                lost = False
+                for fut in distributed.as_completed(futures):
+                    i = index[fut.key]
+                    try:
+                        out = fut.result()
+                    except distributed.KilledWorker:
+                        raise ExecutionError(
+                            f"task {i} of {len(items)} killed its worker {DASK_ALLOWED_FAILURES} times and was "
+                            "given up (out of memory?); lower the memory budget or use more, smaller shards."
+                        ) from None
+                    except CancelledError:  # the shared data died with a worker: resend it below
+                        lost = True
+                        break
+                    self._note_retries(fut.key, base + i)
+                    todo.remove(i)
+                    yield i, out
+                if not lost:
+                    return
+                client.cancel(futures)
+                for i in todo:
+                    self.report.retried[base + i] = self.report.retried.get(base + i, 0) + 1
+            raise ExecutionError(
+                f"{len(todo)} task(s) did not finish: workers holding the shared data died "
+                f"{DASK_ALLOWED_FAILURES + 1} times (out of memory?); lower the memory budget or use more, "
+                "smaller shards."
+            )
         finally:
             if futures:
                 client.cancel(futures)

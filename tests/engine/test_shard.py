@@ -106,6 +106,26 @@ def test_dead_worker_is_retried_and_reported(cluster, tmp_path):
     assert "retried after a worker died" in cluster.report.summary()
 
 
+def test_shared_data_lost_with_its_worker_is_sent_again(tmp_path):
+    """One worker holds the only copy of the scattered data; its death cancels the waiting
+    tasks ("lost scattered data") and they must be resubmitted with a fresh copy."""
+    marker = str(tmp_path / "died-once")
+
+    def task(item, offset):
+        if item == 0 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return item * 10 + offset
+
+    with Executor.resolve(workers=1) as single:
+        results = dict(single.map_unordered(task, [0, 1, 2], shared=(np.arange(3),)))
+        assert sorted(results) == [0, 1, 2]
+        for i, out in results.items():
+            np.testing.assert_array_equal(out, i * 10 + np.arange(3))
+        assert single.report.retried.get(0, 0) >= 1, single.report.to_dict()
+        assert "retried after a worker died" in single.report.summary()
+
+
 def test_in_process_executor_is_not_sharded(problem):
     mlp, X, y, cfg = problem
     with Executor.resolve() as ex:
