@@ -37,6 +37,7 @@ DTYPES = ("float32", "float64")
 CURVATURES = ("hessian", "gauss-newton")
 BACKENDS = ("mlp", "func")
 RESPONSE_DTYPES = ("float16", "float32", "float64")
+COMPRESSIONS = ("svd", "query-aware")  # how dense responses are factorised (engine/query_compress.py)
 MAX_WIDTH = 4096  # widest hidden layer accepted
 
 
@@ -289,6 +290,11 @@ class SimulationConfig:
         type=parse_rank, label="rank",
     )
     power_iterations: int = option(1, "compressed: power iterations of the range finder (default 1)")
+    compression: str = option(
+        "svd", "compressed: how Δ is factorised: svd (Δ's own top directions; the sketched full horizon) or "
+        "query-aware (the dense responses, then the best rank R for the training points' own measurement "
+        "gradients)", choices=COMPRESSIONS,
+    )
     segment_steps: int | None = option(None, "ekfac: training steps per curvature segment (default: one epoch)",
                                        type=int)
 
@@ -327,6 +333,7 @@ class SimulationConfig:
         if self.response_dtype is not None:
             _check_choice("response_dtype", self.response_dtype, RESPONSE_DTYPES, "response dtype")
         object.__setattr__(self, "rank", parse_rank(self.rank))
+        _check_choice("compression", self.compression, COMPRESSIONS)
         if not (isinstance(self.power_iterations, int) and 0 <= self.power_iterations <= 10):
             raise ConfigError(
                 f"power iterations must be a whole number from 0 to 10 (`power_iterations`), got "

@@ -234,6 +234,7 @@ with model_col:
         )
     curvature = SimulationConfig().curvature
     rank = SimulationConfig().rank
+    compression = SimulationConfig().compression
     if scheme != "none":
         curvature = st.selectbox(
             **sup.widget_args(
@@ -255,6 +256,7 @@ with model_col:
             rank = None
         elif stored == "compressed":
             rank = int(c2.number_input("rank r", 1, 4096, 256, key="train_rank"))
+            compression = st.selectbox(**sup.widget_args(SimulationConfig, "compression"), key="train_compression")
     has_groups = dataset is not None and dataset.train_groups is not None
     kinds = ["example", "class", "group"] if has_groups else ["example", "class"]
     sources = st.radio(
@@ -300,7 +302,9 @@ if data_choice is None or dataset is None:
     errors.append("Choose valid data first.")
 else:
     try:
-        sim = SimulationConfig(scheme=scheme, horizon=horizon, curvature=curvature, damping=damping, rank=rank)
+        sim = SimulationConfig(
+            scheme=scheme, horizon=horizon, curvature=curvature, damping=damping, rank=rank, compression=compression
+        )
         tcfg = TrainConfig(
             epochs=int(epochs),
             lr=float(lr),

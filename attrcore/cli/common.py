@@ -86,7 +86,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     # the flags that choose the simulation (and the budget, which the choice may raise) record
     # that they were given, so _configs can tell "default" from "not set"
     for action in s._group_actions:
-        if action.dest in (*CHOICE_OPTIONS, "memory_budget_mb", "rank") and type(action) is argparse._StoreAction:
+        given = (*CHOICE_OPTIONS, "memory_budget_mb", "rank", "compression")
+        if action.dest in given and type(action) is argparse._StoreAction:
             action.__class__ = _RecordGiven
     s.add_argument("--sources", default="example", choices=list(SOURCE_KINDS))
     d = p.add_argument_group("scale-out (the result is the same; see attrcore.engine.shard)")
@@ -206,7 +207,8 @@ def _chosen_simulation(args, dataset, train_cfg, n_sources: int):
                                memory_budget_mb=args.memory_budget_mb if given_budget else None)
     given = getattr(args, "given_options", set())
     cfg = replace(choice.config, response_dtype=args.response_dtype, power_iterations=args.power_iterations,
-                  rank=args.rank if "rank" in given else choice.config.rank)
+                  rank=args.rank if "rank" in given else choice.config.rank,
+                  compression=args.compression if "compression" in given else choice.config.compression)
     return cfg, choice.reason
 
 

@@ -178,7 +178,10 @@ def rank_for(sim, m: int, p: int) -> tuple[int | None, str]:
     get = sim.get if isinstance(sim, dict) else lambda k, d=None: getattr(sim, k, d)
     horizon = get("horizon")
     finite = get("scheme", "trajectory") == "trajectory" and horizon not in (None, "full")
-    return resolve_rank(get("rank"), m, p, finite_horizon=finite)
+    rank, reason = resolve_rank(get("rank"), m, p, finite_horizon=finite)
+    if rank is not None and get("compression", "svd") == "query-aware":
+        reason += ", query-aware (dense responses, then the best rank for the training points' gradients)"
+    return rank, reason
 
 
 # ---- helpers on stacks ------------------------------------------------------------------

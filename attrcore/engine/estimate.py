@@ -123,6 +123,12 @@ def estimate_training(
     if scheme != "none":
         rank, _why = rank_for(simulation, m, p)
     response_bytes = m * p * item if rank is None else rank * (p + m) * item
+    # query-aware compression (engine/query_compress.py) and EK-FAC produce the dense responses
+    # first and factorise them after training: count them dense, plus the factorisation
+    dense_first = rank is not None and (simulation.compression == "query-aware" or simulation.curvature == "ekfac")
+    query_aware = rank is not None and simulation.compression == "query-aware"
+    if query_aware:
+        rank = None  # the simulation itself is the dense one
     state_bytes = 0
     products = 0.0  # tangent · example products
     if scheme == "trajectory" and simulation.curvature == "ekfac":
@@ -173,6 +179,14 @@ def estimate_training(
         notes.append(f"stationary: {simulation.horizon} Neumann steps of {m} tangents over {n_curv} examples")
     else:
         sim_seconds = 0.0
+    if dense_first:
+        r = int(simulation.rank) if isinstance(simulation.rank, int) else rank_for(simulation, m, p)[0] or 0
+        # Δ and M = G Δᵀ [n, m] (float64) beside the factors; M costs n·m·p multiply-adds, the
+        # factors 2·m·p·r more
+        state_bytes += m * p * item + n * m * 8 + 2 * r * p * 8
+        sim_seconds += SECONDS_PER_ROTATION_MAC * float(p) * m * (n + 2 * r) if query_aware else 0.0
+        notes.append(f"dense responses factorised to rank {r} after training" + (" (query-aware)" if query_aware
+                                                                                  else ""))
     train_seconds = SECONDS_PER_EXAMPLE_PARAM * n * train.epochs * p
     if m:
         train_seconds += SECONDS_PER_SOURCE_GRAD * n * train.epochs * p

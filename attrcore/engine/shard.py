@@ -291,9 +291,11 @@ class ShardedSimulation(Simulator):
         total_steps: int,
     ) -> None:
         super().__init__()
-        self._compression(sim, cfg, m, mlp)
+        self._compression(sim, cfg, m, mlp, X, y)
         self.curvature = sim.curvature
-        self.args = (executor, mlp, X, y, w, cfg, sim, src, m, self.rank, total_steps)
+        # query-aware: the shards simulate dense responses, factorised afterwards (Simulator.output)
+        rank = None if self.query_aware else self.rank
+        self.args = (executor, mlp, X, y, w, cfg, sim, src, m, rank, total_steps)
 
     @staticmethod
     def applies(sim: SimulationConfig, m: int, p: int, total_steps: int, itemsize: int) -> bool:
@@ -306,6 +308,8 @@ class ShardedSimulation(Simulator):
         rank, _ = rank_for(sim, m, p)
         if rank is None:
             return True
+        if sim.compression == "query-aware":  # dense shards, gathered, then factorised
+            return m * p * itemsize <= sim.memory_budget_mb * 2**20
         if sim.scheme != "trajectory":
             return False
         full = sim.horizon is None or sim.horizon >= total_steps

@@ -39,6 +39,7 @@ from .compress import (
 from .curvature import make_curvature
 from .ekfac import EKFACTrajectory
 from .model import MLP
+from .query_compress import compress_query_aware
 from .simulate import make_trajectory, stationary_response
 
 
@@ -248,6 +249,8 @@ class Simulator:
     rank_reason = "dense"
     power_iterations = 1
     seed = 0
+    compression = "svd"  # or "query-aware": the dense responses, factorised for the training points' gradients
+    points: tuple | None = None  # (mlp, X, y): the training points query-aware compression reads out
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -261,14 +264,25 @@ class Simulator:
         """The responses (``Tangents``, compressed, or None) and extras, after the last step."""
         return None, {}
 
-    def output(self, responses):
+    @property
+    def query_aware(self) -> bool:
+        """Whether a rank is set and the dense responses are to be factorised query-aware
+        (then every scheme simulates them dense first)."""
+        return self.rank is not None and self.compression == "query-aware"
+
+    def output(self, responses, theta: Tensor | None = None):
         """The responses as :func:`train` returns them: dense ``[m, p]`` or compressed
-        (compressing dense ones when a rank is set), checked finite, in ``response_dtype``."""
+        (compressing dense ones when a rank is set: randomized SVD, or query-aware with the
+        final ``theta`` and the training points), checked finite, in ``response_dtype``."""
         if responses is None:
             return None
         if self.rank is not None and not isinstance(responses, CompressedResponses):
             t0 = time.perf_counter()
-            responses = compress_dense(responses, self.rank, self.power_iterations, self.seed)
+            if self.query_aware and theta is not None and self.points is not None:
+                mlp, X, y = self.points
+                responses = compress_query_aware(responses, mlp, theta, X, y, self.rank, seed=self.seed)
+            else:
+                responses = compress_dense(responses, self.rank, self.power_iterations, self.seed)
             self.seconds += time.perf_counter() - t0
         compressed = isinstance(responses, CompressedResponses)
         if not compressed:
@@ -283,10 +297,14 @@ class Simulator:
             responses.info["reason"] = self.rank_reason
         return responses
 
-    def _compression(self, sim: SimulationConfig, cfg: TrainConfig, m: int, mlp: MLP) -> None:
+    def _compression(self, sim: SimulationConfig, cfg: TrainConfig, m: int, mlp: MLP, X: Tensor | None = None,
+                     y: Tensor | None = None) -> None:
         self.response_dtype = sim.response_dtype
         self.rank, self.rank_reason = rank_for(sim, m, mlp.n_params)
         self.power_iterations, self.seed = sim.power_iterations, cfg.seed
+        self.compression = sim.compression
+        if self.query_aware:
+            self.points = (mlp, X, y)
 
 
 class TrajectorySimulation(Simulator):
@@ -297,7 +315,7 @@ class TrajectorySimulation(Simulator):
     def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
                  w: Tensor | None, orders: list, src: Tensor, m: int, lrs: Tensor, dtype: torch.dtype) -> None:
         super().__init__()
-        self._compression(sim, cfg, m, mlp)
+        self._compression(sim, cfg, m, mlp, X, y)
         self.curvature, self.backend = sim.curvature, sim.backend
         self.mlp, self.cfg, self.src = mlp, cfg, src
         budget = sim.memory_budget_mb * 2**20
@@ -309,7 +327,7 @@ class TrajectorySimulation(Simulator):
                 mlp, m, lrs, cfg.momentum, dtype, budget, horizon=sim.horizon,
                 segment_steps=sim.segment_steps or len(orders[0]), weight_decay=cfg.weight_decay,
             )
-        elif self.rank is None:
+        elif self.rank is None or self.query_aware:  # query-aware: dense, factorised in `output`
             self.impl = make_trajectory(
                 sim.horizon, len(lrs), mlp=mlp, n_sources=m, lrs=lrs, momentum=cfg.momentum, dtype=dtype,
                 budget_bytes=budget, batch_size=cfg.batch_size,
@@ -343,7 +361,7 @@ class StationarySimulation(Simulator):
     def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
                  src: Tensor, m: int) -> None:
         super().__init__()
-        self._compression(sim, cfg, m, mlp)
+        self._compression(sim, cfg, m, mlp, X, y)
         self.curvature = sim.curvature
         self.sim, self.mlp, self.cfg, self.X, self.y, self.src, self.m = sim, mlp, cfg, X, y, src, m
 
@@ -356,7 +374,8 @@ class StationarySimulation(Simulator):
 
         sim, n = self.sim, self.X.shape[0]
         full_curvature = sim.curvature_batch_size is None or sim.curvature_batch_size >= n
-        if self.rank is not None and full_curvature and 2 * (self.power_iterations + 1) * self.rank < self.m:
+        sketch = self.rank is not None and not self.query_aware
+        if sketch and full_curvature and 2 * (self.power_iterations + 1) * self.rank < self.m:
             # r Neumann tangents instead of m (the map is symmetric): compress.stationary_sketch
             responses, alpha = stationary_sketch(
                 self.mlp, theta, self.X, self.y, self.src, self.m, sim, self.cfg.weight_decay, self.rank,
@@ -515,7 +534,7 @@ def train(
     train_seconds = time.perf_counter() - t_start
 
     responses, extras = simulator.finish(theta, progress)
-    responses = simulator.output(responses)
+    responses = simulator.output(responses, theta)
     timings = {
         "train_seconds": train_seconds,
         "simulate_seconds": simulator.seconds,
