@@ -35,6 +35,7 @@ from .errors import AttrcoreError, ConfigError
 
 DASK_CONNECT_TIMEOUT = "20s"
 DASK_ALLOWED_FAILURES = 3  # worker deaths a task may cause before it is given up
+DASK_WORKER_WAIT_SECONDS = 120  # how long a resend waits for a replacement worker (a loaded machine restarts slowly)
 JOBLIB_RETRIES = 2  # fresh pools joblib may start after a worker died
 
 
@@ -242,6 +243,8 @@ class Executor:
         futures: list = []
         try:
             for _attempt in range(DASK_ALLOWED_FAILURES + 1):
+                if _attempt:  # the dead worker's replacement may not be up yet: a scatter then finds none
+                    client.wait_for_workers(1, timeout=DASK_WORKER_WAIT_SECONDS)
                 # hash=False: fresh keys, so a second map never waits on the release of the first one's data
                 sent = client.scatter(list(shared), broadcast=True, hash=False) if shared else []
                 futures = [client.submit(fn, items[i], *sent, pure=False) for i in todo]
