@@ -91,6 +91,14 @@ with st.expander("Make a run with injected label noise", expanded=not runs, icon
                 rerun=True,
             )
 
+orphans = [r for r in ml.marked_runs(S) if not r["exists"]]
+if orphans:  # marks outlive a deleted run (never lost silently); they cannot be applied
+    st.sidebar.caption(
+        "Marks kept for deleted runs (they cannot be applied to any data): "
+        + ", ".join(f"{r['run']} ({r['marks']} mark(s))" for r in orphans)
+        + ". Remove them with `python -m attrcore marks NAME --clear`."
+    )
+
 if not runs:
     st.info(
         "There is no run to rank yet: make one above (a minute on digits), or train one on **Train** "
@@ -440,7 +448,9 @@ else:
     )
     c3.caption(
         f"{len(cleaned.y)} examples: {cleaned.n_relabelled} relabelled, {cleaned.n_removed} removed; "
-        "a 'change' column says what happened to each row."
+        "the notes given_label, change and train_row say what happened to each row. The file trains as it "
+        f"is (Train page, or `python -m attrcore train --train FILE.csv --label-column {cleaned.label_column}`): "
+        "the notes are never read as features."
     )
 sh.explain(
     "Why would attribution find mislabeled examples?",

@@ -70,6 +70,11 @@ def _noisy_dataset(args, with_noise: bool = True):
 
     kwargs = {}
     if with_noise:
+        if not 0 <= args.noise < 1:
+            raise ConfigError(
+                f"--noise: label_noise must be in [0, 1), got {args.noise:g}; it is the fraction of labels "
+                "flipped (of each source class with --noise-pairs), e.g. --noise 0.1."
+            )
         kwargs = {"label_noise": args.noise, "noise_seed": args.seed if args.noise_seed is None else args.noise_seed}
         if args.noise_pairs:
             kwargs["noise_pairs"] = args.noise_pairs

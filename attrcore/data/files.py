@@ -22,6 +22,16 @@ if TYPE_CHECKING:  # annotations only: datasets imports this module
 
 _FILE_SUFFIXES = (".npz", ".csv")
 _SHOW = 5  # how many offending rows / columns / values a message lists
+# The note columns of a cleaned file written by `attrcore export` / relabel
+# (attrcore.mislabel.fix): what changed, the label before the change, the row of the
+# training split it came from. A CSV holding all three is such an export: they are notes,
+# never features, so the exported file trains as it is (label column: `label`).
+EXPORT_NOTE_COLUMNS = ("given_label", "change", "train_row")
+
+
+def _note_columns(columns) -> tuple[str, ...]:
+    """The export note columns when ``columns`` has all of them (else none)."""
+    return EXPORT_NOTE_COLUMNS if set(EXPORT_NOTE_COLUMNS) <= set(columns) else ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,13 @@ def _raw_from_csv(path: Path, label_column: str | None, group_column: str | None
                 f"{label_column!r} cannot be both the label and the group column; "
                 "pick a different group_column or leave it unset."
             )
-    features = [c for c in columns if c not in (label_column, group_column)]
+    if label_column in EXPORT_NOTE_COLUMNS and _note_columns(columns):
+        raise ConfigError(
+            f"{label_column!r} is a note column of an attrcore export in {path.name} (given_label, change, "
+            "train_row say what the marks changed); use the export's label column (the one before "
+            "given_label) as label_column."
+        )
+    features = [c for c in columns if c not in (label_column, group_column, *_note_columns(columns))]
     if not features:
         raise DataError(
             f"{path.name} has no feature columns besides the label"
@@ -186,7 +202,7 @@ def _queries_from_csv(path: Path, train: Dataset) -> tuple[np.ndarray, np.ndarra
     label_column = train.spec.get("label_column")
     group_column = train.spec.get("group_column")
     has_label = label_column is not None and label_column in df.columns
-    features = [c for c in df.columns if c not in (label_column, group_column)]
+    features = [c for c in df.columns if c not in (label_column, group_column, *_note_columns(df.columns))]
     if set(features) == set(train.feature_names):
         features = list(train.feature_names)  # same columns in another order: use train's
     X = _csv_features(df, features, path.name)

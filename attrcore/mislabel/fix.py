@@ -53,6 +53,9 @@ class CleanedData:
     removed: np.ndarray
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...]
+    label_column: str = "label"  # the source CSV's own label column, else "label"
+    groups: np.ndarray | None = None  # [n'] str, the kept rows' groups when the data has them
+    group_column: str = "group"
 
     @property
     def n_relabelled(self) -> int:
@@ -81,6 +84,8 @@ def apply_marks(dataset, marks: Mapping[int, Mark]) -> CleanedData:
     if not keep.any():
         raise DataError("the marks remove every training example; keep at least one of each class you train on.")
     rows = np.flatnonzero(keep)
+    spec = getattr(dataset, "spec", None) or {}
+    groups = getattr(dataset, "train_groups", None)
     return CleanedData(
         X=np.asarray(dataset.X_train)[rows],
         y=y[rows],
@@ -90,6 +95,9 @@ def apply_marks(dataset, marks: Mapping[int, Mark]) -> CleanedData:
         removed=np.flatnonzero(~keep),
         class_names=names,
         feature_names=tuple(dataset.feature_names),
+        label_column=spec.get("label_column") or "label",
+        groups=None if groups is None else np.asarray(groups).astype(str)[rows],
+        group_column=spec.get("group_column") or "group",
     )
 
 
@@ -197,18 +205,28 @@ def retrain_with_marks(
 def _frame(c: CleanedData):
     import pandas as pd
 
+    from ..data.files import EXPORT_NOTE_COLUMNS
+
     df = pd.DataFrame(c.X, columns=list(c.feature_names))
-    df["label"] = [c.class_names[i] for i in c.y]
-    df["given_label"] = [c.class_names[i] for i in c.y_given]
-    df["change"] = c.change
-    df["train_row"] = c.rows
+    df[c.label_column] = [c.class_names[i] for i in c.y]
+    if c.groups is not None:
+        df[c.group_column] = c.groups
+    notes = dict(zip(EXPORT_NOTE_COLUMNS, ([c.class_names[i] for i in c.y_given], c.change, c.rows)))
+    for name, values in notes.items():
+        df[name] = values
     return df
 
 
 def export_bytes(c: CleanedData, fmt: str) -> bytes:
-    """The cleaned data as CSV (features, ``label``, ``given_label``, ``change``,
-    ``train_row``) or NPZ (``X``, ``y`` class names, ``y_given``, ``change``, ``rows``,
-    ``removed_rows``, ``class_names``); removed rows are left out (listed in the NPZ)."""
+    """The cleaned data, ready to train on as a user file.
+
+    CSV: the features, the label column (the source CSV's own name, else ``label``), the
+    group column when the data has groups, then the notes ``given_label``, ``change``
+    ("relabelled 7 -> 1" or empty) and ``train_row``, which the CSV loader recognises
+    and never reads as features (train with ``label_column`` = that label column).
+    NPZ: ``X``, ``y`` (class names), ``groups`` when present — what the NPZ loader reads —
+    plus ``y_given``, ``change``, ``rows``, ``removed_rows``, ``class_names``.
+    Removed rows are left out (listed in the NPZ)."""
     if fmt == "csv":
         return _frame(c).to_csv(index=False).encode()
     if fmt == "npz":
@@ -223,6 +241,7 @@ def export_bytes(c: CleanedData, fmt: str) -> bytes:
             rows=c.rows,
             removed_rows=c.removed,
             class_names=names,
+            **({} if c.groups is None else {"groups": c.groups.astype(str)}),
         )
         return buf.getvalue()
     raise ConfigError(f"export format must be csv or npz, got {fmt!r}.")

@@ -67,3 +67,23 @@ def test_rank_mark_retrain_export_and_restart():
     again = open_page()
     assert any(m.label == "test accuracy after the fixes" for m in again.metric)
     assert f"{len(marks)} mark(s)" in texts(again.markdown)
+
+
+def test_relabel_mark_proponents_and_orphaned_marks():
+    store = RunStore()
+    sup.NoisyRunRequest("digits", 0.1, None, 0, "noisy", hidden=(16,), train=TrainConfig(epochs=3)).fit_and_save(store)
+    sup.NoisyRunRequest("digits", 0.1, None, 1, "gone", hidden=(8,), train=TrainConfig(epochs=1)).fit_and_save(store)
+    ml.save_marks(store, "gone", [ml.Mark(0, "remove"), ml.Mark(1, "keep")])
+    store.delete_run("gone")  # its marks stay (never lost silently) and the page says so
+    at = open_page()
+    assert not at.error, texts(at.error)
+    assert "Marks kept for deleted runs" in texts(at.sidebar.caption) and "gone (2 mark(s))" in texts(
+        at.sidebar.caption
+    )
+    first = at.session_state["ml_pick_noisy_forward-only"]
+    to = next(s for s in at.selectbox if s.key == f"ml_to_{first}").value
+    button(at, "ml_mark_relabel").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert ml.load_marks(RunStore(), "noisy") == {first: ml.Mark(first, "relabel", int(to))}
+    # the strongest proponents and opponents are one click away (a popover of the example)
+    assert {"**pushed its margin up**", "**pushed it down**"} <= {str(m.value) for m in at.markdown}

@@ -128,3 +128,41 @@ def test_marks_for_a_deleted_run_get_a_clear_error(capsys):
         assert code == 2 and "was deleted, so its 1 mark(s) cannot be applied" in err, err
     code, out, _err = run_cli(capsys, "marks", "gone", "--clear")
     assert code == 0 and "removed 1 mark(s)" in out
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_an_exported_file_trains_as_it_is(capsys, tmp_path, suffix):
+    """export → train (and attribute) on the exported file with no editing: the CSV's note
+    columns (given_label, change, train_row) are never read as features."""
+    marks = tmp_path / "marks.csv"
+    marks.write_text("index,action,label\n0,remove,\n1,relabel,3\n")
+    out = tmp_path / f"clean{suffix}"
+    code, _out, err = run_cli(
+        capsys, "export", "--train", "digits", "--test-fraction", "0.5", "--marks", str(marks), "--out", str(out)
+    )
+    assert code == 0, err
+    from attrcore.data import load_dataset
+
+    label = ["--label-column", "label"] if suffix == ".csv" else []
+    ds = load_dataset(str(out), label_column=label[1] if label else None, test_fraction=0.0, standardize=False)
+    source = load_dataset("digits", test_fraction=0.5)
+    assert ds.n_features == source.n_features == 64 and ds.n_train == source.n_train - 1
+    # the relabelled row carries its new label; the rows keep their order
+    np.testing.assert_allclose(ds.X_train[0], source.X_train[1], rtol=1e-6, atol=1e-6)
+    assert ds.class_names[ds.y_train[0]] == "3"
+    flags = ["--train", str(out), *label, "--test-fraction", "0", "--epochs", "2", "--hidden", "8", "--horizon", "0"]
+    code, _out, err = run_cli(capsys, "train", *flags, "--run", f"again{suffix[1:]}")
+    assert code == 0, err
+    queries = tmp_path / "q.npz"
+    np.savez(queries, X=source.X_test[:3], y=np.asarray(source.class_names)[source.y_test[:3]])
+    code, _out, err = run_cli(capsys, "attribute", *flags, "--test", str(queries), "--out", str(tmp_path / "s.npy"))
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (3, ds.n_train)
+
+
+def test_a_csv_that_merely_has_a_change_column_keeps_it_as_a_feature(tmp_path):
+    from attrcore.data import load_dataset
+
+    path = tmp_path / "own.csv"
+    pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "change": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
+    assert load_dataset(str(path), label_column="y", test_fraction=0.0).feature_names == ("a", "change")
