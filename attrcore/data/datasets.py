@@ -10,7 +10,8 @@ Sources: the built-ins ``digits`` (8x8 images), ``mnist1d`` (40-step signals, ge
 offline), ``breast_cancer`` (tabular, standardised on the training split) and ``moons``
 (2-D points); or a path to an ``.npz`` file (arrays ``X``, ``y``, optional ``groups``) or a
 ``.csv`` file (a ``label_column``, an optional ``group_column``, every other column a
-numeric feature).
+numeric feature; the note columns ``given_label``, ``change``, ``train_row`` of a cleaned
+file written by ``attrcore export`` are recognised as notes, not features).
 
 Everything is deterministic in ``seed``: the split uses ``random_state=seed`` and the label
 noise a separate stream derived from it, so adding noise never moves the split. A
