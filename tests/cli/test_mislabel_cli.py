@@ -164,5 +164,7 @@ def test_a_csv_that_merely_has_a_change_column_keeps_it_as_a_feature(tmp_path):
     from attrcore.data import load_dataset
 
     path = tmp_path / "own.csv"
-    pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "change": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
+    pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "change": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(
+        path, index=False
+    )
     assert load_dataset(str(path), label_column="y", test_fraction=0.0).feature_names == ("a", "change")
