@@ -53,13 +53,18 @@ if missing:
     st.info(f"Evaluation by retraining: {missing}")
     sh.explain("What is LDS?", LDS_TEXT)
     st.stop()
+no_queries = sup.evaluation_queries_missing(run)
+if no_queries:
+    st.info(no_queries, icon=":material/info:")
+    sh.explain("What is LDS?", LDS_TEXT)
+    st.stop()
 
 # ----------------------------------------------------------------------------- ground truth
 st.subheader("1 · Ground truth by retraining")
 c1, c2, c3, c4, c5 = st.columns(5)
 n_subsets = c1.number_input("subsets M", 2, 500, 20, key="eval_subsets", help="models retrained on random subsets")
 fraction = c2.slider("fraction kept", 0.1, 0.9, 0.5, step=0.1, key="eval_fraction")
-n_queries = c3.number_input("queries", 2, ds.n_test, min(50, ds.n_test), key="eval_queries")
+n_queries = c3.number_input("queries", 1, ds.n_test, min(50, ds.n_test), key="eval_queries")
 ceiling = c4.selectbox("noise-ceiling seeds", [0, 1, 2], index=1, key="eval_ceiling")
 n_jobs = c5.selectbox(
     "parallel workers", [1, 2, -1], key="eval_jobs", format_func=lambda j: "all cores" if j == -1 else str(j)

@@ -18,6 +18,7 @@ from ..methods.pipeline import attribute
 from ..methods.registry import METHODS
 from ..run import TrainedRun
 from ..store.runstore import RunStore
+from .explore import query_pool
 
 BASELINE_KIND = "app-baseline"
 
@@ -58,7 +59,7 @@ def baseline_scores(
     proj_dim: int | None = None,
     progress: Callable | None = None,
 ) -> np.ndarray:
-    """Scores ``[n_test, m]`` of a baseline method for the run's test queries, on the same
+    """Scores ``[Q, m]`` of a baseline method for the run's queries (:func:`query_pool`), on the same
     sources; stored as an artifact. TRAK uses ``models`` independently trained models (the
     run's own model and ``models − 1`` more seeds); TracIn retrains once with checkpoints."""
 
@@ -66,6 +67,7 @@ def baseline_scores(
     if method not in BASELINES:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}.")
     ds = run.dataset
+    X_q, y_q, kind = query_pool(ds)  # Explore's queries: the test split, or the training rows without one
     opts = _baseline_options(method, ds.n_train, models, proj_dim)
     key = {
         "run": run.name,
@@ -74,7 +76,7 @@ def baseline_scores(
         "measure": measure,
         "models": int(models),
         "options": opts,
-        "queries": "test",
+        "queries": kind,
     }
     found = store.get_artifact(BASELINE_KIND, key)
     if found is not None:
@@ -87,7 +89,7 @@ def baseline_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TRAK's automatic ridge warning: recorded in meta
         result = attribute(
-            method, run.mlp, ds.X_train, ds.y_train, ds.X_test, ds.y_test, run.train_config,
+            method, run.mlp, ds.X_train, ds.y_train, X_q, y_q, run.train_config,
             sources=sources, models=models, measure=measure, options=opts, trained=[own], progress=progress,
         )
     scores = result.scores.numpy().astype(np.float32)

@@ -21,6 +21,7 @@ from ..run import TrainedRun
 from ..store.runstore import RunStore
 from .baselines import _baseline_options, baselines_available
 from .evaluation import _run_sources
+from .explore import query_pool
 
 COST_KIND = "app-cost"
 
@@ -94,7 +95,8 @@ def measure_cost(
     progress: Callable[[str, float], None] | None = None,
 ) -> dict:
     """Measure, on this machine, the readout of the run (per-source and grouped by class)
-    and, when the baselines are available, TRAK with one model, on the run's test queries.
+    and, when the baselines are available, TRAK with one model, on the run's queries (its
+    test split, or its training rows when it has none).
 
     Returns flat lists/numbers: ``<method>_n``, ``<method>_seconds`` (total per batch),
     ``<method>_setup`` (seconds of work before the first query), ``<method>_bytes``
@@ -104,7 +106,7 @@ def measure_cost(
     """
 
     ds = run.dataset
-    X, y = ds.X_test, ds.y_test
+    X, y, _kind = query_pool(ds)  # the timing needs queries, not held-out ones
     say = progress or (lambda text, frac: None)
     out: dict = {}
     say("forward-only readout, one source per example", 0.0)

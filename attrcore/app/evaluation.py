@@ -34,6 +34,23 @@ def evaluation_available() -> str | None:
     return None
 
 
+def evaluation_queries_missing(run: TrainedRun) -> str | None:
+    """None when the run has held-out queries to evaluate on (its test split, or the
+    evaluation file it was trained with), else what to do: a run trained on every row
+    (``test_fraction=0``, no evaluation file) has none, and LDS / leave-one-out on the
+    training rows themselves would measure memorisation, not attribution."""
+    if run.dataset.n_test > 0:
+        return None
+    return (
+        f"Run {run.name!r} was trained on every row of {run.dataset.name!r} (test fraction 0, no evaluation "
+        "file), so there are no held-out queries to evaluate the attributions on. On the **Train** page, "
+        "train the same data again either with **Your evaluation set** (a second upload with the same "
+        "columns: every row is still trained on) or with a **test fraction** above 0, then open that run "
+        "here. From the command line: `python -m attrcore evaluate --train FILE --eval HOLDOUT.csv "
+        "--scores SCORES.npy` (the scores of HOLDOUT's rows)."
+    )
+
+
 @dataclass(frozen=True)
 class LDSSettings:
     """How much retraining the LDS ground truth costs: ``n_subsets × (1 + ceiling_seeds)``

@@ -29,6 +29,9 @@ _EXTRA_LABELS = {
     "sources": "sources",
     "measure": "measurement",
     "target_class": "target class",
+    "query_file": "a query file",
+    "test_fraction": "test fraction",
+    "eval_source": "evaluation file",
 }
 OPTION_LABELS: dict[str, str] = {
     o.name: o.label for cls in (TrainConfig, SimulationConfig) for o in options(cls).values()

@@ -121,7 +121,7 @@ def add_score_flags(p: argparse.ArgumentParser, with_run: bool) -> None:
 
 # library options set by a flag of another name (the others: see option_flags)
 OPTION_FLAG_NAMES = {"models": "--ensemble", "source": "--train", "seed_split": "--split-seed", "eval_source": "--eval",
-                     "sources": "--sources", "overwrite": "--overwrite"}
+                     "sources": "--sources", "overwrite": "--overwrite", "query_file": "--test"}
 
 
 def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import parse_hidden
+from ..data.datasets import load_queries
 from ..engine.measures import check_labels
 from ..errors import ConfigError
 from ..run import TrainedRun, fit
@@ -30,7 +31,9 @@ def _executor(args):
     return Executor.resolve(scheduler=scheduler, workers=workers)
 
 
-def cmd_train(args, keep: bool = False):
+def cmd_train(args, keep: bool = False, before=None):
+    """``train``; ``before(dataset)`` runs every further check (e.g. the queries of
+    ``attribute``) after the data loads and before any training."""
     store = _store()
     if args.run is not None:  # every check save_run makes, before any work ("--run ''" too)
         if store.exists(args.run) and not args.overwrite:
@@ -43,6 +46,8 @@ def cmd_train(args, keep: bool = False):
         from ..data.sources import make_sources
 
         sim, reason = _chosen_simulation(args, dataset, train_cfg, make_sources(dataset, args.sources).m)
+    if before is not None:
+        before(dataset)
     if getattr(args, "dry_run", False):
         return _dry_run(args, dataset, train_cfg, sim)
     bar, cb = _progress_bar(train_cfg.epochs, "train")
@@ -61,7 +66,9 @@ def cmd_train(args, keep: bool = False):
         print(f"simulated in {sh['tasks']} shard task(s) of {sh['shard_kind']} on {sh['engine']} "
               f"({sh['workers']} workers){retried}", file=sys.stderr)
     t = run.timings
-    print(f"trained {dataset.name}: test accuracy {run.metrics.get('test_accuracy', float('nan')):.4f}, "
+    acc = run.metrics.get("test_accuracy")
+    acc = f"test accuracy {acc:.4f}" if dataset.n_test and acc is not None else "no test split"
+    print(f"trained {dataset.name}: {acc}, "
           f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "
           f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
           f"({_responses_label(run)})", file=sys.stderr)
@@ -174,7 +181,11 @@ def cmd_attribute(args):
     method = getattr(args, "method", "forward-only")
     if method != "forward-only":
         return cli_attribute(args)
-    run = cmd_train(args)
+    def check_queries(dataset):  # a query problem is found before training, not after
+        X, y = load_queries(args.test, dataset)
+        check_labels(args.measure, y is not None, args.target_class)
+
+    run = cmd_train(args, before=check_queries)
     return cmd_score(args, run=run)
 
 

@@ -334,6 +334,16 @@ def parse_noise_pairs(pairs: str | Sequence, class_names: Sequence[str]) -> tupl
     return tuple(out)
 
 
+def no_test_split_message(name: str) -> str:
+    """What to do when held-out queries are needed but the data has no test split."""
+    return (
+        f"{name!r} has no test split (it was loaded with `test_fraction` 0: every row is trained on), so there "
+        "are no held-out queries; pass queries from a file (`query_file`: an NPZ with X and y, or a CSV with the "
+        "training columns), or train with your own evaluation file (`eval_source`) or a `test_fraction` above 0 "
+        "(e.g. 0.2)."
+    )
+
+
 def load_queries(
     source: str | os.PathLike | None, train: Dataset
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -345,6 +355,8 @@ def load_queries(
     training data's standardisation (``train.transform``).
     """
     if source is None or (isinstance(source, str) and source == train.name):
+        if train.n_test == 0:
+            raise ConfigError(no_test_split_message(train.name))
         return train.X_test, train.y_test
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         raise ConfigError(

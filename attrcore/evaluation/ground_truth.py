@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import TrainConfig
-from ..data.datasets import Dataset
+from ..data.datasets import Dataset, no_test_split_message
 from ..engine.measures import MEASURES, check_labels
 from ..engine.model import MLPConfig
 from ..engine.train import ProgressFn
@@ -197,6 +197,8 @@ def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: i
             "from the dataset (input_dim=n_features, n_classes=n_classes)."
         )
     if queries is None:
+        if dataset.n_test == 0:
+            raise ConfigError(no_test_split_message(dataset.name))
         X_q, y_q = dataset.X_test, dataset.y_test
     else:
         X_q, y_q = queries
@@ -207,6 +209,8 @@ def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: i
             f"queries have shape {X_q.shape}; they need [n_queries, {dataset.n_features}] "
             "like the training data."
         )
+    if len(X_q) == 0:
+        raise ConfigError("there are no queries to measure (an empty query set); pass at least one query.")
     check_labels(measure, y_q is not None, target_class)
     if y_q is not None and y_q.shape != (len(X_q),):
         raise ShapeError(f"query labels have shape {y_q.shape}; pass one label per query ({len(X_q)}).")

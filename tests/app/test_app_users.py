@@ -126,3 +126,49 @@ def test_tables_and_scatters_draw_a_page_of_queries():
     assert sup.page_of(items, 1, 500) == items[:500]
     assert sup.page_of(items, 3, 500) == items[1000:]
     assert sup.page_of(items, 99, 500) == items[1000:]  # clamped
+
+
+def open_evaluate(run: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["run"] = run
+    at.run()
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    return ok(at)
+
+
+def test_evaluate_says_what_to_do_for_a_run_without_a_test_split(attrcore_home):
+    data = sup.DataChoice("moons", n_samples=80, test_fraction=0.0)
+    sup.TrainRequest(data=data, name="all-rows", **TINY).fit_and_save(RunStore())
+    at = open_evaluate("all-rows")
+    assert not at.error, texts(at.error)
+    said = texts(at.info)
+    assert "no held-out queries" in said and "Your evaluation set" in said and "test fraction" in said
+    assert "--eval" in said
+    assert not [b for b in at.button if b.key == "eval_lds_go"]  # nothing offered that cannot work
+
+
+def test_evaluate_uses_the_evaluation_file_of_a_run(attrcore_home, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("train.csv", 120), ("holdout.csv", 30)):
+        X = rng.normal(size=(n, 3))
+        rows = ["a,b,c,label", *(f"{x[0]},{x[1]},{x[2]},{int(x[0] > 0)}" for x in X)]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+    data = sup.DataChoice(str(tmp_path / "train.csv"), label_column="label", eval_source=str(tmp_path / "holdout.csv"))
+    run = sup.TrainRequest(data=data, name="own-eval", **TINY).fit_and_save(RunStore())
+    assert run.dataset.n_test == 30 and run.dataset.n_train == 120
+    assert sup.evaluation_queries_missing(run) is None
+    at = open_evaluate("own-eval")
+    assert not at.error and not at.info, texts(at.error) + texts(at.info)
+    assert at.number_input(key="eval_queries").value == 30  # the evaluation file's rows are the queries
+    assert [b for b in at.button if b.key == "eval_lds_go"]
+
+
+def test_cost_and_baselines_use_the_training_rows_of_a_run_without_a_test_split(attrcore_home):
+    data = sup.DataChoice("moons", n_samples=80, test_fraction=0.0)
+    run = sup.TrainRequest(data=data, name="all-rows", **TINY).fit_and_save(RunStore())
+    version = sup.run_version(RunStore(), "all-rows")
+    scores = sup.baseline_scores(RunStore(), run, version, "grad-dot")  # Explore › Compare methods
+    assert scores.shape == (80, 80)  # one row per query Explore shows (the training rows)
+    cost = sup.measure_cost(run, with_trak=False, query_counts=(1, 4))  # the Cost page's button (its queries)
+    assert cost["forward_n"] == [1, 4] and all(s > 0 for s in cost["forward_seconds"])

@@ -186,3 +186,82 @@ def test_gc_command_removes_what_a_dead_writer_left(capsys, attrcore_home):
     code, out, _ = cli(capsys, "gc")
     assert code == 0 and str(orphan) in out and "1 orphan(s) removed" in out
     assert not orphan.exists() and RunStore().exists("kept")
+
+
+def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsys, monkeypatch):
+    """--test-fraction 0 and no --eval: score, evaluate and attribute refuse with one error
+    line saying what to pass (before any retraining or training); with --eval FILE the
+    evaluation file is the query set of score and evaluate."""
+    train = synthetic_csv(tmp_path / "train.csv", 300)
+    evaluation = synthetic_csv(tmp_path / "eval.csv", 40, seed=2)
+    data = ["--train", train, "--label-column", "label"]
+    model = ["--epochs", "1", "--hidden", "8", "--batch-size", "64"]
+    code, _, err = cli(capsys, "train", *data, "--test-fraction", "0", *model, "--horizon", "0", "--run", "rows")
+    assert code == 0, err
+    assert "no test split" in err and "nan" not in err
+
+    code, _, err = cli(capsys, "score", "--run", "rows", "--out", tmp_path / "s.npy")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "no test split" in err and "--test" in err and "--eval" in err and "--test-fraction" in err
+    assert not (tmp_path / "s.npy").exists()
+    code, _, err = cli(capsys, "score", "--run", "rows", "--test", evaluation, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (40, 300)
+
+    def no_retraining(*args, **kwargs):
+        raise AssertionError("retrained although there are no queries")
+
+    import attrcore.evaluation.ground_truth as ground_truth
+
+    monkeypatch.setattr(ground_truth, "_run_units", no_retraining)
+    code, _, err = cli(
+        capsys,
+        "evaluate",
+        *data,
+        "--test-fraction",
+        "0",
+        *model,
+        "--scores",
+        tmp_path / "s.npy",
+        "--subsets",
+        "3",
+        "--jobs",
+        "1",
+    )
+    assert code == 2 and err.count("\n") == 1 and "no test split" in err and "--eval" in err, err
+    monkeypatch.undo()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the queries are missing")
+
+    monkeypatch.setattr(run_commands, "fit", no_training)
+    code, _, err = cli(
+        capsys, "attribute", *data, "--test-fraction", "0", *model, "--horizon", "0", "--out", tmp_path / "a.npy"
+    )
+    assert code == 2 and "no test split" in err and "--test" in err, err
+    monkeypatch.undo()
+
+    # the user's own evaluation file: the test split of the run, scored and evaluated on
+    code, _, err = cli(capsys, "train", *data, "--eval", evaluation, *model, "--horizon", "0", "--run", "own")
+    assert code == 0, err
+    code, _, err = cli(capsys, "score", "--run", "own", "--out", tmp_path / "own.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "own.npy").shape == (40, 300)
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        *data,
+        "--eval",
+        evaluation,
+        *model,
+        "--scores",
+        tmp_path / "own.npy",
+        "--subsets",
+        "3",
+        "--ceiling-seeds",
+        "0",
+        "--jobs",
+        "1",
+    )
+    assert code == 0, err
+    assert "over 40 queries" in out and "LDS nan" not in out

@@ -59,6 +59,22 @@ def test_a_run_on_every_row_trains_saves_and_scores_its_own_examples():
     assert scores.shape == (5, 60) and np.isfinite(scores).all()
 
 
+def test_held_out_queries_of_data_without_a_test_split_are_refused_with_what_to_do():
+    ds = load_dataset("moons", n_samples=60, test_fraction=0)
+    for source in (None, "moons"):  # "the dataset's test split"
+        with pytest.raises(ConfigError, match="no test split") as err:
+            load_queries(source, ds)
+        assert "`eval_source`" in str(err.value) and "`test_fraction`" in str(err.value)
+    from attrcore.engine.model import MLPConfig
+    from attrcore.evaluation.ground_truth import lds_ground_truth
+
+    mlp = MLPConfig(ds.n_features, ds.n_classes, (4,))
+    with pytest.raises(ConfigError, match="no test split"):
+        lds_ground_truth(ds, mlp, TrainConfig(epochs=1), n_subsets=2)
+    with pytest.raises(ConfigError, match="no queries"):
+        lds_ground_truth(ds, mlp, TrainConfig(epochs=1), n_subsets=2, queries=(ds.X_train[:0], ds.y_train[:0]))
+
+
 # --------------------------------------------------------------------------- an evaluation file
 
 
