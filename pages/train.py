@@ -9,7 +9,7 @@ import streamlit as st
 from attrcore import AttrcoreError, SimulationConfig, TrainConfig, plots
 from attrcore import app as sup
 from attrcore.config import Horizon
-from attrcore.data import BUILTIN_DATASETS, describe_builtin, uploads
+from attrcore.data import BUILTIN_DATASETS, describe_builtin
 from attrcore.engine import ACTIVATIONS
 from pages import _shared as sh
 
@@ -52,23 +52,20 @@ with data_col:
             st.info("Upload a file to continue. It is validated here and never unpickled.")
         else:
             try:
-                path = uploads.save_upload(sh.home(), file.name, file.getvalue())
-                if path.suffix == ".csv":
-                    cols = uploads.csv_columns(path)
+                upload = sup.receive_upload(sh.home(), file.name, file.getvalue())
+                path = upload.path
+                if upload.columns is not None:
                     label_column = st.selectbox(
-                        "Label column", cols, index=uploads.guess_label_column(cols), key="train_label_col"
+                        "Label column", upload.columns, index=upload.label_index, key="train_label_col"
                     )
                     g = st.selectbox(
                         "Group column (optional, defines grouped sources)",
-                        [NONE, *[c for c in cols if c != label_column]],
+                        [NONE, *[c for c in upload.columns if c != label_column]],
                         key="train_group_col",
                     )
                     group_column = None if g == NONE else g
-            except AttrcoreError as err:
+            except AttrcoreError as err:  # a rejected file is not kept (the page still holds its bytes)
                 st.error(sup.error_text(err))
-                if path is not None:  # a rejected file is not kept (the page still holds its bytes)
-                    uploads.discard_upload(sh.home(), path)
-                path = None
         if path is not None:
             eval_file = st.file_uploader(
                 "Your evaluation set (optional, .csv or .npz)",
@@ -79,7 +76,7 @@ with data_col:
             )
             if eval_file is not None:
                 try:
-                    eval_path = uploads.save_upload(sh.home(), eval_file.name, eval_file.getvalue())
+                    eval_path = sup.receive_upload(sh.home(), eval_file.name, eval_file.getvalue()).path
                 except AttrcoreError as err:
                     st.error(sup.error_text(err))
             standardize = st.checkbox(
@@ -133,13 +130,12 @@ with data_col:
             eval_source=None if eval_path is None else str(eval_path),
             standardize=None if standardize is None or standardize else False,
         )
-        try:
-            dataset = sh.load_data(json.dumps(data_choice.kwargs(), sort_keys=True))
+        try:  # a rejected upload is not kept
+            dataset = sup.load_choice(
+                sh.home(), data_choice, lambda c: sh.load_data(json.dumps(c.kwargs(), sort_keys=True))
+            )
         except AttrcoreError as err:
             st.error(sup.error_text(err))
-            for rejected in (path, eval_path):  # a rejected upload is not kept
-                if rejected is not None:
-                    uploads.discard_upload(sh.home(), rejected)
     if dataset is not None:
         st.markdown(
             f"**{dataset.name}**: {dataset.n_train} training and {dataset.n_test} test examples, "

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import SimulationConfig, TrainConfig, fingerprint, options, parse_hidden  # noqa: F401  (parse_hidden: for the page)
+from ..data import uploads
 from ..data.datasets import BUILTIN_DATASETS, Dataset, load_dataset
 from ..engine.train import Progress
 from ..errors import AttrcoreError, ConfigError
@@ -82,6 +83,46 @@ class DataChoice:
 
     def load(self) -> Dataset:
         return load_dataset(**self.kwargs())
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the Train page received and kept: its path in the store and, for a CSV, its
+    header (``columns``) with the likeliest label column (``label_index``)."""
+
+    path: Path
+    columns: tuple[str, ...] | None = None
+    label_index: int = 0
+
+
+def receive_upload(home: str | Path, filename: str, data: bytes) -> Upload:
+    """Keep an uploaded CSV / NPZ (content-addressed, :func:`attrcore.data.uploads.save_upload`)
+    and read what the page offers next (a CSV's columns). A file that cannot be used raises
+    :class:`~attrcore.errors.DataError` and is not kept."""
+    path = uploads.save_upload(home, filename, data)
+    if path.suffix != ".csv":
+        return Upload(path)
+    try:
+        columns = tuple(uploads.csv_columns(path))
+    except AttrcoreError:
+        uploads.discard_upload(home, path)
+        raise
+    return Upload(path, columns, uploads.guess_label_column(columns))
+
+
+def load_choice(
+    home: str | Path, choice: DataChoice, load: Callable[[DataChoice], Dataset] | None = None
+) -> Dataset:
+    """Load the chosen data (``load``, default ``choice.load()``: the page passes its cached
+    loader). When it fails, the uploads it named (data file, evaluation file) are deleted
+    unless a run uses them, and the error is raised again."""
+    try:
+        return choice.load() if load is None else load(choice)
+    except AttrcoreError:
+        for path in (choice.source, choice.eval_source):
+            if path is not None:  # a built-in name or a user's own path is no upload: left alone
+                uploads.discard_upload(home, path)
+        raise
 
 
 # ----------------------------------------------------------------------------- training

@@ -205,6 +205,17 @@ def _queries_from_csv(path: Path, train: Dataset) -> tuple[np.ndarray, np.ndarra
     features = [c for c in df.columns if c not in (label_column, group_column, *_note_columns(df.columns))]
     if set(features) == set(train.feature_names):
         features = list(train.feature_names)  # same columns in another order: use train's
+    elif str(train.spec.get("source", "")).lower().endswith(".csv"):  # named columns: never by position
+        missing = [repr(str(c)) for c in train.feature_names if c not in features]
+        extra = [repr(str(c)) for c in features if c not in train.feature_names]
+        wanted = _first([repr(str(c)) for c in train.feature_names])
+        raise DataError(
+            f"{path.name} does not have the feature columns of the training file"
+            + (f": missing {_first(missing)}" if missing else "")
+            + (f"{',' if missing else ':'} unexpected {_first(extra)}" if extra else "")
+            + f"; it needs the training data's columns, in any order ({wanted})"
+            + (f", and its label column {label_column!r} for a measurement that uses labels." if label_column else ".")
+        )
     X = _csv_features(df, features, path.name)
     if not has_label:
         return X, None

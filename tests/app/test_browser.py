@@ -102,11 +102,17 @@ def test_screenshots_go_to_a_temporary_folder_unless_asked(tmp_path, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def home(tmp_path_factory) -> Path:
+    """The server's ``ATTRCORE_HOME``, with the prepared runs."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it")
     home = tmp_path_factory.mktemp("browser") / "home"
     prepare_store(home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
     port = free_port()
     log = open(home.parent / "streamlit.log", "w")  # closed in the teardown
     env = {**os.environ, "ATTRCORE_HOME": str(home)}
@@ -207,5 +213,78 @@ def test_page_renders_without_exception(browser, server, shots, name, path, head
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
         assert not page.query_selector_all('[data-testid="stException"]')
+    finally:
+        page.close()
+
+
+# ----------------------------------------------------------------------------- uploads
+
+
+def write_table(path: Path, n: int, seed: int, columns=("a", "b", "c")) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, len(columns)))
+    rows = [",".join((*columns, "label")), *(",".join((*map(str, x), "yes" if x[0] > 0 else "no")) for x in X)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def uploads_in(home: Path) -> list[str]:
+    return sorted(p.name for p in (home / "uploads").rglob("*") if p.is_file()) if (home / "uploads").exists() else []
+
+
+def wait_for_script(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset?.testScriptState === 'notRunning'",
+        timeout=120_000,
+    )
+    page.wait_for_timeout(500)
+
+
+def test_train_page_uploads_a_csv_an_evaluation_file_and_rejects_malformed_ones(browser, server, home, tmp_path):
+    """Real file uploads (st.file_uploader through Playwright's set_input_files): a CSV with
+    its columns offered, a matching evaluation file that becomes the test split, an
+    evaluation file with other columns and a malformed NPZ, each refused with a message, and
+    no rejected file left in the store."""
+    train = write_table(tmp_path / "mine.csv", 120, 0)
+    held = write_table(tmp_path / "holdout.csv", 25, 1)
+    wrong = write_table(tmp_path / "wrong.csv", 25, 2, columns=("a", "b", "zzz"))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 this is not an npz")
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    try:
+        page.goto(f"{server}/train")
+        wait_until_rendered(page)
+        main = page.get_by_test_id("stMain")
+        page.get_by_test_id("stSelectbox").filter(has_text="Data set").click()
+        page.get_by_role("option", name="Upload a CSV or NPZ file…").click()
+        wait_for_script(page)
+        inputs = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        inputs.first.set_input_files(str(train))
+        page.get_by_text("Your evaluation set").wait_for(timeout=60_000)
+        wait_for_script(page)
+        text = main.inner_text()
+        assert "Label column" in text and "96 training and 24 test examples" in text, text[:1500]
+
+        inputs.nth(1).set_input_files(str(held))
+        wait_for_script(page)
+        text = main.inner_text()
+        assert "120 training and 25 test examples" in text, text[:1500]
+        assert not page.query_selector_all('[data-testid="stException"]')
+
+        inputs.nth(1).set_input_files(str(wrong))
+        wait_for_script(page)
+        errors = " ".join(e.inner_text() for e in page.query_selector_all('[data-testid="stAlertContentError"]'))
+        assert "does not have the feature columns" in errors and "zzz" in errors, errors
+        assert "wrong.csv" not in uploads_in(home)  # rejected: not kept
+
+        inputs.first.set_input_files(str(broken))
+        wait_for_script(page)
+        errors = " ".join(e.inner_text() for e in page.query_selector_all('[data-testid="stAlertContentError"]'))
+        assert "broken.npz" in errors, errors
+        assert not page.query_selector_all('[data-testid="stException"]')
+        assert "broken.npz" not in uploads_in(home) and "wrong.csv" not in uploads_in(home)
     finally:
         page.close()

@@ -119,6 +119,13 @@ def test_evaluation_file_problems_are_explained(tmp_path):
         load_dataset(train, label_column="animal", eval_source=tmp_path / "emu.csv", test_fraction=0.2)
     with pytest.raises(DataError, match="not found"):
         load_dataset(train, label_column="animal", eval_source=tmp_path / "missing.csv")
+    # named columns are matched by name, never by position: a renamed column is refused
+    write_csv(tmp_path / "renamed.csv", X[:3], y[:3], columns=("f1", "f2", "weight"))
+    with pytest.raises(DataError, match="missing 'f3', unexpected 'weight'"):
+        load_dataset(train, label_column="animal", eval_source=tmp_path / "renamed.csv")
+    ds = load_dataset(train, label_column="animal")
+    with pytest.raises(DataError, match="missing 'f3', unexpected 'weight'"):  # a query file: the same
+        load_queries(tmp_path / "renamed.csv", ds)
 
 
 # --------------------------------------------------------------------------- standardisation
