@@ -265,3 +265,26 @@ def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsy
     )
     assert code == 0, err
     assert "over 40 queries" in out and "LDS nan" not in out
+
+
+def test_a_diverging_run_at_an_in_range_lr_is_one_error_line_and_saves_nothing(capsys):
+    """The issue's run (lr 100 on moons: loss 1e31, chance accuracy, saved) from the command
+    line and from the Train page's request: stopped, "lower the learning rate", no run."""
+    from attrcore import app as sup
+    from attrcore.config import SimulationConfig, TrainConfig
+    from attrcore.errors import DivergenceError
+
+    code, _, err = cli(
+        capsys, "train", "--train", "moons", "--lr", "100", "--epochs", "10", "--horizon", "0", "--run", "blown"
+    )
+    assert code == 2 and err.startswith("error: ") and "lower the learning rate" in err, err
+    assert RunStore().list_runs() == [] and not (RunStore().home / "runs" / "blown").exists()
+    request = sup.TrainRequest(
+        data=sup.DataChoice("moons"),
+        name="blown",
+        train=TrainConfig(lr=100.0, epochs=10),
+        simulation=SimulationConfig(horizon=0),
+    )
+    with pytest.raises(DivergenceError, match="lower the learning rate"):
+        request.fit_and_save(RunStore())
+    assert RunStore().list_runs() == []
