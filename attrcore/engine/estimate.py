@@ -16,21 +16,25 @@ The memory model follows the simulators in :mod:`attrcore.engine.simulate`:
   second ``m × p`` block for ḡ, the EK-FAC scheme one ``m × p`` block of eigen-coordinates
   (its time: a rotation of every source's block into the new basis at each segment end);
 - at the end of training Δ exists about three times at once (the simulator's blocks, the
-  flat ``[m, p]`` copy ``train`` returns, the per-layer copy of the run), so the peak of
-  the process is ≈ base + data + state + 3 Δ (measured: mnist1d, K = 2, m = 4000,
-  p = 78,858: Δ = 1.26 GB, peak RSS 5.1 GB).
+  flat ``[m, p]`` copy ``train`` returns, the per-layer copy of the run) plus transients,
+  so the peak of the process is ≈ base + data + state + 3.75 Δ (measured: mnist1d, K = 2,
+  m = 4000, p = 78,858: Δ = 1.26 GB, peak RSS 5.0 GB; digits: 3.7-3.9 Δ over a 0.4 GB base).
 
 The time model counts tangent-example products: every active tangent goes through one
-curvature product per example of the batch and per layer, ``p`` multiply-adds each. The
+curvature product per example of the batch and per layer, ``p`` multiply-adds each plus
+the traffic of its activations (``d_in + d_out`` values per layer). The
 full horizon has ≈ m active tangents at every step after the first epoch, a horizon K has
 ``K · min(B, m)``, the stationary scheme has ``m`` per Neumann step over the curvature
-batch. The constants were measured on this project's 2-core machine (one torch thread,
-``python benchmarks/estimate_calibration.py`` re-measures them against the model and
-writes ``benchmarks/estimate_calibration.md``): digits 64-128-10 (full horizon, K = 8,
-K = 0, stationary K = 10, no simulation), digits 64-32-10 with momentum and mnist1d
-40-256-256-10 K = 2 with momentum; measured / estimated was 0.5-1.6 there and 0.7-0.9 on
-the README's 30-epoch digits runs. On a shared machine the wall time also varies 2-3× with
-load, hence the range ``seconds_low``-``seconds_high`` (0.5× to 3× the estimate).
+batch; the per-source gradients of a batch are one ``[S·o, B] @ [B, i]`` GEMM per layer for
+its ``S = min(B, m)`` sources. The constants were measured on this project's 2-core machine
+as CPU time of one torch thread (``python benchmarks/estimate_calibration.py`` re-measures
+them against the model and writes ``benchmarks/estimate_calibration.md``: ten settings of
+digits, moons and mnist1d, with and without momentum, every scheme, compressed and EK-FAC);
+CPU time measured / estimated was 0.72-1.75 there (median 1.06) and 1.06-2.75 on three
+settings measured afterwards (the worst a 2-64-64-2 network, batch 32: tiny layers, where
+per-call overheads dominate). The wall time is the CPU time on an idle machine and several
+times it on a loaded one (2-9× at load 6-15 on 2 cores); the range
+``seconds_low``-``seconds_high`` is 0.5× to 3× the estimate.
 """
 
 from __future__ import annotations
@@ -43,16 +47,21 @@ from ..errors import ConfigError
 from .compress import StreamingSketch, full_horizon_memory, rank_for
 from .readout import available_memory_bytes
 
-# Seconds per (tangent · example · parameter · layer) of the fused curvature products.
+# Seconds per (tangent · example · parameter · layer) of the fused curvature products, and
+# per (tangent · example · layer input and output unit): the tangents' activations written
+# and read, which dominate for narrow layers (12 inputs: 2.5× the multiply-adds' time).
 SECONDS_PER_TANGENT_PRODUCT = 3.5e-11
+SECONDS_PER_TANGENT_UNIT = 1.0e-9
 STATIONARY_FACTOR = 2.5  # the Neumann step is an unfused product plus an update
 MOMENTUM_FACTOR = 2.0  # the momentum tangents double the state and the update traffic
-SECONDS_PER_EXAMPLE_PARAM = 2.5e-9  # plain training: forward + backward per example
-SECONDS_PER_SOURCE_GRAD = 2.5e-9  # per-source gradients fed to the simulator, per example · parameter
+SECONDS_PER_EXAMPLE_PARAM = 1.0e-9  # plain training: forward + backward per example
+SECONDS_PER_SOURCE_GRAD = 4.0e-11  # per-source gradients: per example · source of its batch · parameter
+COMPRESSED_FACTOR = 2.0  # compressed full horizon: sketch, adjoint inner products and injections, unfused
 SECONDS_PER_ROTATION_MAC = 2.5e-11  # EK-FAC segment rotations: batched GEMMs over the sources
 SECONDS_PER_INJECTION = 1.0e-9  # EK-FAC: one example's gradient into the eigen-coordinates, per parameter
 SECONDS_PER_RESPONSE_BYTE = 2.0e-9  # finalising, copying and flattening Δ
-BASE_BYTES = 500 * 2**20  # python + torch + numpy/pandas/sklearn, measured ≈ 0.5 GB
+BASE_BYTES = 400 * 2**20  # python + torch + numpy/pandas/sklearn, measured 0.39 GB
+RESPONSE_COPIES = 3.75  # Δ at the peak, counted in copies of Δ (measured 3.7-3.9)
 LOW, HIGH = 0.5, 3.0  # the time range around the central estimate
 WARN_SECONDS = 600.0  # warn above 10 minutes
 WARN_MEMORY_FRACTION = 0.5  # warn above half the memory available
@@ -157,7 +166,7 @@ def estimate_training(
                 mem = full_horizon_memory(rank, p, m, steps, item, bool(train.momentum))
                 state_bytes = mem["min_bytes"]
                 # r tangents forward, r adjoints back, twice more per power iteration
-                products = float(rank) * B * steps * (2 + 2 * simulation.power_iterations)
+                products = float(rank) * B * steps * (2 + 2 * simulation.power_iterations) * COMPRESSED_FACTOR
                 notes.append(f"full horizon, compressed to rank {rank}: {rank} tangents forward and back")
         elif K > 0:
             ring = K * min(B, m)
@@ -170,7 +179,8 @@ def estimate_training(
             notes.append(f"horizon {K}: {ring} tangents alive at each step")
         else:
             notes.append("horizon 0: no curvature products")
-        sim_seconds = SECONDS_PER_TANGENT_PRODUCT * products * p * layers * mu
+        units = sum(a + b for a, b in zip(sizes[:-1], sizes[1:]))
+        sim_seconds = products * mu * (SECONDS_PER_TANGENT_PRODUCT * p * layers + SECONDS_PER_TANGENT_UNIT * units)
     elif scheme == "stationary":
         n_curv = n if simulation.curvature_batch_size is None else min(n, simulation.curvature_batch_size)
         state_bytes = 2 * m * p * item - response_bytes  # Δ and ḡ are dense during the iteration
@@ -189,10 +199,10 @@ def estimate_training(
                                                                                   else ""))
     train_seconds = SECONDS_PER_EXAMPLE_PARAM * n * train.epochs * p
     if m:
-        train_seconds += SECONDS_PER_SOURCE_GRAD * n * train.epochs * p
+        train_seconds += SECONDS_PER_SOURCE_GRAD * n * train.epochs * p * min(B, m)
     finish_seconds = SECONDS_PER_RESPONSE_BYTE * response_bytes * 3
     seconds = train_seconds + sim_seconds + finish_seconds
-    peak = BASE_BYTES + data_bytes + state_bytes + 3 * response_bytes
+    peak = BASE_BYTES + data_bytes + state_bytes + int(RESPONSE_COPIES * response_bytes)
     return Estimate(
         n_train=n,
         n_sources=m,
