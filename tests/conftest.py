@@ -9,6 +9,7 @@ cheap (and precise) for a few dozen parameters in float64.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ def repo_state(root: Path = REPO) -> dict[str, str] | None:
     return state
 
 
+def unexpected_changes(before: dict, after: dict, asked: str | None = None, root: Path = REPO) -> list[str]:
+    """Paths whose state differs between two :func:`repo_state` snapshots, except under the
+    folder ``asked`` (``$ATTRCORE_SCREENSHOTS``: the README's refresh command writes there on
+    purpose)."""
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if asked:
+        folder = Path(asked).resolve()
+        changed = [k for k in changed if not (root / k).resolve().is_relative_to(folder)]
+    return changed
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_REPO_KEY] = repo_state()
 
@@ -57,7 +69,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     after = repo_state() if before is not None else None
     if before is None or after is None or after == before:
         return
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    changed = unexpected_changes(before, after, os.environ.get("ATTRCORE_SCREENSHOTS"))
+    if not changed:
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import REPO, repo_state
+from conftest import REPO, repo_state, unexpected_changes
 
 
 def git(root, *args):
@@ -33,3 +33,20 @@ def test_the_guard_watches_this_repository():
     if repo_state() is None:
         pytest.skip("not a git checkout")
     assert (REPO / "tests" / "conftest.py").is_file()
+
+
+def test_only_the_asked_screenshot_folder_may_change(tmp_path, monkeypatch):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "assets" / "screenshots").mkdir(parents=True)
+    for name in ("assets/screenshots/home.png", "README.md"):
+        (tmp_path / name).write_text("old")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "a")
+    before = repo_state(tmp_path)
+    (tmp_path / "assets" / "screenshots" / "home.png").write_text("refreshed")
+    after = repo_state(tmp_path)
+    assert unexpected_changes(before, after, None, tmp_path) == ["assets/screenshots/home.png"]  # the test command
+    monkeypatch.chdir(tmp_path)  # the refresh command runs from the repository root
+    assert unexpected_changes(before, after, "assets/screenshots", tmp_path) == []
+    (tmp_path / "README.md").write_text("changed")
+    assert unexpected_changes(before, repo_state(tmp_path), "assets/screenshots", tmp_path) == ["README.md"]
