@@ -188,7 +188,7 @@ def test_gc_command_removes_what_a_dead_writer_left(capsys, attrcore_home):
     assert not orphan.exists() and RunStore().exists("kept")
 
 
-def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsys, monkeypatch):
+def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsys, monkeypatch, attrcore_home):
     """--test-fraction 0 and no --eval: score, evaluate and attribute refuse with one error
     line saying what to pass (before any retraining or training); with --eval FILE the
     evaluation file is the query set of score and evaluate."""
@@ -213,33 +213,21 @@ def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsy
 
     import attrcore.evaluation.ground_truth as ground_truth
 
-    monkeypatch.setattr(ground_truth, "_run_units", no_retraining)
-    code, _, err = cli(
-        capsys,
-        "evaluate",
-        *data,
-        "--test-fraction",
-        "0",
-        *model,
-        "--scores",
-        tmp_path / "s.npy",
-        "--subsets",
-        "3",
-        "--jobs",
-        "1",
-    )
+    evaluate = ["evaluate", *data, "--test-fraction", "0", *model, "--scores", tmp_path / "s.npy", "--subsets", "3"]
+    with monkeypatch.context() as patched:  # not monkeypatch.undo(): that would drop ATTRCORE_HOME too
+        patched.setattr(ground_truth, "_run_units", no_retraining)
+        code, _, err = cli(capsys, *evaluate, "--jobs", "1")
     assert code == 2 and err.count("\n") == 1 and "no test split" in err and "--eval" in err, err
-    monkeypatch.undo()
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the queries are missing")
 
-    monkeypatch.setattr(run_commands, "fit", no_training)
-    code, _, err = cli(
-        capsys, "attribute", *data, "--test-fraction", "0", *model, "--horizon", "0", "--out", tmp_path / "a.npy"
-    )
+    attribute = ["attribute", *data, "--test-fraction", "0", *model, "--horizon", "0", "--out", tmp_path / "a.npy"]
+    with monkeypatch.context() as patched:
+        patched.setattr(run_commands, "fit", no_training)
+        code, _, err = cli(capsys, *attribute)
     assert code == 2 and "no test split" in err and "--test" in err, err
-    monkeypatch.undo()
+    assert RunStore().home == attrcore_home  # the temporary patches left the test's own store in place
 
     # the user's own evaluation file: the test split of the run, scored and evaluated on
     code, _, err = cli(capsys, "train", *data, "--eval", evaluation, *model, "--horizon", "0", "--run", "own")
