@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,6 @@ from .errors import AttrcoreError, ConfigError
 
 DASK_CONNECT_TIMEOUT = "20s"
 DASK_ALLOWED_FAILURES = 3  # worker deaths a task may cause before it is given up
-DASK_WORKER_WAIT_SECONDS = 120  # how long a resend waits for a replacement worker (a loaded machine restarts slowly)
 JOBLIB_RETRIES = 2  # fresh pools joblib may start after a worker died
 
 
@@ -189,7 +189,7 @@ class Executor:
     def map_unordered(self, fn: Callable, items: Sequence, shared: tuple = ()) -> Iterator[tuple[int, object]]:
         """Yield ``(i, fn(items[i], *shared))`` as tasks finish (any order).
 
-        ``shared`` (e.g. the training arrays) is sent to every worker once, not per task.
+        ``shared`` (e.g. the training arrays) is sent once, not per task.
         Close the generator (``contextlib.closing``) to stop early: queued tasks are cancelled.
         """
         base = self.report.tasks  # report keys are global task numbers: base + i
@@ -228,56 +228,45 @@ class Executor:
                     ) from None
 
     def _dask(self, fn, items, shared, base: int):
-        """Submit every task; if a worker's death takes the shared data with it, send it again.
+        """Submit every task; the shared data goes as tasks of its own, so it has lineage.
 
-        Scattered data has no lineage, so the scheduler cannot recompute it: when the only
-        copy dies the waiting tasks are cancelled ("lost scattered data"). Those tasks are
-        resubmitted with a fresh copy (and reported as retried), up to
-        :data:`DASK_ALLOWED_FAILURES` times.
+        Scattered data (``client.scatter``) cannot be recomputed: when the worker holding
+        it dies the waiting tasks are cancelled ("lost scattered data") and, on a loaded
+        machine, a replacement worker may come up only much later. A task that returns the
+        data is recomputed by the scheduler on whichever worker is up, like any other task
+        lost with a worker, so a worker death never needs handling here.
         """
         from concurrent.futures import CancelledError
 
         distributed = self._distributed()
         client = self.client
-        todo = list(range(len(items)))
+        sent: list = []
         futures: list = []
         try:
-            for _attempt in range(DASK_ALLOWED_FAILURES + 1):
-                if _attempt:  # the dead worker's replacement may not be up yet: a scatter then finds none
-                    client.wait_for_workers(1, timeout=DASK_WORKER_WAIT_SECONDS)
-                # hash=False: fresh keys, so a second map never waits on the release of the first one's data
-                sent = client.scatter(list(shared), broadcast=True, hash=False) if shared else []
-                futures = [client.submit(fn, items[i], *sent, pure=False) for i in todo]
-                index = {f.key: i for f, i in zip(futures, todo)}
-                lost = False
-                for fut in distributed.as_completed(futures):
-                    i = index[fut.key]
-                    try:
-                        out = fut.result()
-                    except distributed.KilledWorker:
-                        raise ExecutionError(
-                            f"task {i} of {len(items)} killed its worker {DASK_ALLOWED_FAILURES} times and was "
-                            "given up (out of memory?); lower the memory budget or use more, smaller shards."
-                        ) from None
-                    except CancelledError:  # the shared data died with a worker: resend it below
-                        lost = True
-                        break
-                    self._note_retries(fut.key, base + i)
-                    todo.remove(i)
-                    yield i, out
-                if not lost:
-                    return
-                client.cancel(futures)
-                for i in todo:
-                    self.report.retried[base + i] = self.report.retried.get(base + i, 0) + 1
-            raise ExecutionError(
-                f"{len(todo)} task(s) did not finish: workers holding the shared data died "
-                f"{DASK_ALLOWED_FAILURES + 1} times (out of memory?); lower the memory budget or use more, "
-                "smaller shards."
-            )
+            with warnings.catch_warnings():  # "large graph": the data is sent once, on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                sent = [client.submit(_identity, x, pure=False) for x in shared]
+                futures = [client.submit(fn, item, *sent, pure=False) for item in items]
+            index = {f.key: i for i, f in enumerate(futures)}
+            for fut in distributed.as_completed(futures):
+                i = index[fut.key]
+                try:
+                    out = fut.result()
+                except distributed.KilledWorker:
+                    raise ExecutionError(
+                        f"task {i} of {len(items)} killed its worker {DASK_ALLOWED_FAILURES} times and was "
+                        "given up (out of memory?); lower the memory budget or use more, smaller shards."
+                    ) from None
+                except CancelledError:
+                    raise ExecutionError(
+                        f"task {i} of {len(items)} was cancelled on the Dask cluster (was the scheduler or "
+                        "client restarted?); run again."
+                    ) from None
+                self._note_retries(fut.key, base + i)
+                yield i, out
         finally:
-            if futures:
-                client.cancel(futures)
+            if futures or sent:
+                client.cancel(futures + sent)
 
     def _note_retries(self, key, i: int) -> None:
         """Worker deaths under task ``i``, from the scheduler (asked again if it is busy)."""
@@ -306,6 +295,10 @@ class Executor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _identity(x):
+    return x
 
 
 def _indexed(i, fn, item, shared):
