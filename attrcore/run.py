@@ -84,6 +84,11 @@ class RunSpec:
         return fingerprint(self.to_dict())
 
 
+def _is_response(key: str) -> bool:
+    """Whether a stored tensor is part of the responses (dense or compressed factors)."""
+    return key.startswith(("responses.", "compressed."))
+
+
 @dataclass
 class TrainedRun:
     spec: RunSpec
@@ -279,12 +284,35 @@ class TrainedRun:
         self.name = name
         return info
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the responses are read from the store's file (memory-mapped), not RAM."""
+        return bool(getattr(self, "_mapped", False))
+
     @classmethod
-    def load(cls, store, name: str) -> TrainedRun:
-        rec = store.load_run(name)
+    def load(cls, store, name: str, *, memory_budget_mb: float | None = None, mmap: bool | None = None) -> TrainedRun:
+        """The run ``name`` from ``store``. ``mmap`` True memory-maps the responses from the
+        stored file (pages are read as the readout streams source chunks through them and
+        may be dropped again by the kernel), False reads them into RAM; None (default) maps
+        them when they are larger than ``memory_budget_mb`` (never without a budget)."""
+        if memory_budget_mb is not None and not memory_budget_mb > 0:
+            raise ConfigError(f"memory budget must be > 0 MB, got {memory_budget_mb}.")
+        want_map = mmap is True or (mmap is None and memory_budget_mb is not None)
+        rec = store.load_run(name, mmap=want_map)
+        t = dict(rec.tensors)
+        mapped = False
+        if want_map:  # every tensor was mapped: keep the responses mapped if asked or too large
+            big = sum(v.numel() * v.element_size() for k, v in t.items() if _is_response(k))
+            mapped = mmap is True or big > memory_budget_mb * 2**20
+            t = {k: v if (mapped and _is_response(k)) else v.clone() for k, v in t.items()}
+        run = cls._from_record(rec, name, t)
+        run._mapped = mapped
+        return run
+
+    @classmethod
+    def _from_record(cls, rec, name: str, t) -> TrainedRun:
         spec = RunSpec.from_dict(rec.config)
         mlp = MLP(spec.model)
-        t = rec.tensors
         theta = t["theta"]
         if theta.shape != (mlp.n_params,):
             raise ShapeError(

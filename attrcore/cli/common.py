@@ -115,7 +115,8 @@ def add_score_flags(p: argparse.ArgumentParser, with_run: bool) -> None:
                    help="score only the queries A..B-1 (0-based, B exclusive; e.g. 0:1000)")
     if with_run:  # `attribute` has --memory-budget from the simulation flags
         g.add_argument("--memory-budget", dest="memory_budget_mb", type=float, default=1024.0, metavar="MB",
-                       help="working memory of the readout (default 1024 MB); a matrix larger than this is "
+                       help="working memory of the readout (default 1024 MB); responses larger than this are "
+                            "memory-mapped from the store and streamed from disk; a matrix larger than this is "
                             "refused unless written to a .npy file or reduced with --top-k / --queries")
 
 

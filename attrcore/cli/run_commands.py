@@ -113,8 +113,9 @@ def _query_rows(text, n: int) -> slice:
 def cmd_score(args, run=None):
     from ..engine.readout import _fmt_bytes, result_bytes
 
-    if run is None:
-        run = TrainedRun.load(_store(), args.run)
+    budget = getattr(args, "memory_budget_mb", 1024.0)
+    if run is None:  # responses larger than the budget are memory-mapped, streamed from disk
+        run = TrainedRun.load(_store(), args.run, memory_budget_mb=budget)
     X, y = _queries(run, args.test)
     check_labels(args.measure, y is not None, args.target_class)
     rows = getattr(args, "query_rows", None)
@@ -122,7 +123,6 @@ def cmd_score(args, run=None):
         sl = _query_rows(rows, len(X))
         X, y = X[sl], None if y is None else y[sl]
     Q, m = len(X), run.n_sources
-    budget = getattr(args, "memory_budget_mb", 1024.0)
     top_k = getattr(args, "top_k", None)
     out = Path(args.out) if args.out else None
     need = result_bytes(Q, m)
@@ -155,7 +155,9 @@ def cmd_score(args, run=None):
         result = run.top_k(X[:3], None if y is None else y[:3], k=5, **kw)
         Q, what = min(Q, 3), f"the top 5 of {m} sources (pass --out FILE.npy for the matrix or --top-k K)"
     dt = time.perf_counter() - t0
-    print(f"scored {Q} queries × {what} in {dt:.3f} s ({1000 * dt / max(1, Q):.2f} ms per query)", file=sys.stderr)
+    mapped = "; responses memory-mapped from the store (larger than --memory-budget)" if run.memory_mapped else ""
+    print(f"scored {Q} queries × {what} in {dt:.3f} s ({1000 * dt / max(1, Q):.2f} ms per query){mapped}",
+          file=sys.stderr)
     if top_k is not None and out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part.npz")

@@ -219,17 +219,25 @@ class EKFACTrajectory:
         end = last_step if full else len(self.lrs) - 1
         target = self.D if full else [torch.zeros(self.m, o, i, dtype=self.dtype) for o, i in self.shapes]
         for r in recs:
+            keep = r.sources >= 0  # −1: an example of another shard's (or no) source, never injected
+            if not bool(keep.any()):
+                continue
+            rows = None if bool(keep.all()) else torch.nonzero(keep).squeeze(1)
+            sources = r.sources if rows is None else r.sources[rows]
             stop = end if full else min(end, r.t + self.horizon)
             span = float(self.S[stop + 1] - self.S[r.t + 1])
             coef = -(float(self.lrs[r.t]) + float(self.c[r.t]))
             for layer, lb in enumerate(basis):
-                U = r.deltas[layer] @ lb.QG  # [B, o]
-                V = r.acts[layer] @ lb.QA  # [B, i + 1]
+                deltas, acts = r.deltas[layer], r.acts[layer]
+                if rows is not None:
+                    deltas, acts = deltas[rows], acts[rows]
+                U = deltas @ lb.QG  # [B, o]
+                V = acts @ lb.QA  # [B, i + 1]
                 decay = torch.exp(-span * lb.lam).to(self.dtype) if span else None
                 C = U.unsqueeze(2) * V.unsqueeze(1)
                 if decay is not None:
                     C.mul_(decay)
-                target[layer].index_add_(0, r.sources, C, alpha=coef)
+                target[layer].index_add_(0, sources, C, alpha=coef)
         if not full:  # frozen: back to ordinary coordinates and into the response
             for layer, lb in enumerate(basis):
                 for s in range(0, self.m, self.chunk):

@@ -10,10 +10,12 @@ tangents; the parent merges. The shards run on an :class:`attrcore.executors.Exe
 
 What a shard is:
 
-- **dense responses** (trajectory, full or short horizon; stationary): a subset of the
-  sources. The worker trains with the other examples' source id set to −1 (never
-  injected) and returns its sources' rows of Δ; the parent stacks the rows. Shards are
-  sized so that each one's state fits the memory budget (which applies per worker process).
+- **dense responses** (trajectory, full or short horizon, exact or EK-FAC; stationary): a
+  subset of the sources (EK-FAC: every worker builds the same per-segment Kronecker bases
+  from the whole batches and injects and rotates only its sources' coefficients). The
+  worker trains with the other examples' source id set to −1 (never injected) and returns
+  its sources' rows of Δ; the parent stacks the rows. Shards are sized so that each one's
+  state fits the memory budget (which applies per worker process).
 - **compressed full horizon** (Δ ≈ C Qᵀ, :mod:`attrcore.engine.compress`): a block of the r
   sketch columns. Forward sketch Y[:, k] = Δᵀ Ω[:, k] per block; the parent forms
   Q = orth(Y) from the gathered Y; then per power iteration the adjoint C[:, k] = Δ Q_k
@@ -194,7 +196,7 @@ def simulate_sharded(
         return results
 
     full = sim.horizon is None or sim.horizon >= total_steps
-    if rank is not None and sim.scheme == "trajectory" and full:
+    if rank is not None and sim.scheme == "trajectory" and full and sim.curvature != "ekfac":
         r = rank
         blocks = column_blocks(r, workers)
         total = len(blocks) * (2 + 2 * sim.power_iterations)
@@ -247,7 +249,7 @@ def simulate_sharded(
     else:
         if rank is not None and m * mlp.n_params * isz > budget:
             raise ConfigError(
-                "sharded short-horizon or stationary simulation with a rank gathers the dense responses "
+                "sharded short-horizon, stationary or EK-FAC simulation with a rank gathers the dense responses "
                 f"({m * mlp.n_params * isz / 2**20:.3g} MB) before compressing them, more than the memory "
                 f"budget of {sim.memory_budget_mb:g} MB; use the full horizon, raise the memory budget, or "
                 "run in process."
@@ -299,12 +301,10 @@ class ShardedSimulation(Simulator):
 
     @staticmethod
     def applies(sim: SimulationConfig, m: int, p: int, total_steps: int, itemsize: int) -> bool:
-        """Whether sharding gives the in-process result: dense responses (any scheme), the
-        compressed full horizon, or a compressed short horizon whose dense Δ fits the budget
-        (compressed afterwards either way). The compressed stationary sketch, the one-pass
-        sketch of a short horizon and the EK-FAC propagation run in process."""
-        if sim.curvature not in ("hessian", "gauss-newton"):  # EK-FAC (engine/ekfac.py) has no shards yet
-            return False
+        """Whether sharding gives the in-process result: dense responses (any scheme, EK-FAC
+        too), the exact compressed full horizon, or a compressed short horizon or EK-FAC run
+        whose dense Δ fits the budget (compressed afterwards either way). The compressed
+        stationary sketch and the one-pass sketch of a short horizon run in process."""
         rank, _ = rank_for(sim, m, p)
         if rank is None:
             return True
@@ -312,6 +312,8 @@ class ShardedSimulation(Simulator):
             return m * p * itemsize <= sim.memory_budget_mb * 2**20
         if sim.scheme != "trajectory":
             return False
+        if sim.curvature == "ekfac":  # dense per shard, gathered, then compressed
+            return m * p * itemsize <= sim.memory_budget_mb * 2**20
         full = sim.horizon is None or sim.horizon >= total_steps
         return full or m * p * itemsize <= sim.memory_budget_mb * 2**20
 

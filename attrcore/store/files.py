@@ -149,10 +149,83 @@ def _specs(tensors: Mapping[str, torch.Tensor]) -> dict:
     }
 
 
+# safetensors dtype names -> (numpy dtype read from the file, torch dtype it is viewed as)
+_MAP_DTYPES = {
+    "F64": (np.float64, torch.float64),
+    "F32": (np.float32, torch.float32),
+    "F16": (np.float16, torch.float16),
+    "BF16": (np.uint16, torch.bfloat16),  # numpy has no bfloat16: map the bits, view them
+    "I64": (np.int64, torch.int64),
+    "I32": (np.int32, torch.int32),
+    "I16": (np.int16, torch.int16),
+    "I8": (np.int8, torch.int8),
+    "U8": (np.uint8, torch.uint8),
+    "BOOL": (np.bool_, torch.bool),
+}
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file: ``{name: {"dtype", "shape", "data_offsets"}}``
+    (``__metadata__`` dropped). Plain JSON, nothing is unpickled."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= _MAX_HEADER:
+            raise ShapeError(f"{path} is not a safetensors file (header size {size}); save the run again.")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return {"__data_start__": 8 + size, **header}
+
+
+def map_tensors(path: Path, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``keys`` of a safetensors file as tensors *memory-mapped* from it (no copy in RAM).
+
+    Each tensor is a copy-on-write view of its bytes in the file (``np.memmap`` mode "c"):
+    pages are read from disk when a readout touches them and the kernel may drop them
+    again, so a run larger than the memory budget can be read out source chunk by source
+    chunk; an in-place write would stay private to this process and never reach the file.
+    """
+    header = safetensors_header(path)
+    start = header.pop("__data_start__")
+    out: dict[str, torch.Tensor] = {}
+    for k in keys:
+        spec = header[k]
+        np_dtype, torch_dtype = _MAP_DTYPES[spec["dtype"]]
+        begin, end = spec["data_offsets"]
+        shape = tuple(spec["shape"])
+        if end == begin:  # an empty tensor has no bytes to map
+            out[k] = torch.empty(shape, dtype=torch_dtype)
+            continue
+        arr = np.memmap(path, dtype=np_dtype, mode="c", offset=start + begin, shape=shape)
+        t = torch.from_numpy(arr)
+        out[k] = t.view(torch_dtype) if np_dtype is np.uint16 else t
+    return out
+
+
 def _load_tensors(
-    path: Path, run: str, keys: Sequence[str] | None, lazy: bool, order: Sequence[str]
+    path: Path, run: str, keys: Sequence[str] | None, lazy: bool, order: Sequence[str],
+    mmap: Sequence[str] | bool = (),
 ) -> Mapping[str, torch.Tensor]:
-    """Tensors in the order they were saved (safetensors itself sorts them)."""
+    """Tensors in the order they were saved (safetensors itself sorts them); those named in
+    ``mmap`` (or all with ``True``) memory-mapped from the file instead of read into RAM."""
+    if mmap:
+        with safe_open(str(path), framework="pt") as f:
+            on_disk = set(f.keys())
+        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
+        wanted = available if keys is None else list(keys)
+        missing = [k for k in wanted if k not in available]
+        if missing:
+            raise ShapeError(
+                f"run {run!r} has no tensor {', '.join(map(repr, missing))}; "
+                f"it has {', '.join(map(repr, available)) or 'none'}."
+            )
+        mapped = set(wanted) if mmap is True else set(mmap) & set(wanted)
+        rest = [k for k in wanted if k not in mapped]
+        out = map_tensors(path, [k for k in wanted if k in mapped])
+        if rest:
+            with safe_open(str(path), framework="pt") as f:
+                out.update({k: f.get_tensor(k) for k in rest})
+        return {k: out[k] for k in wanted}
     if keys is None and not lazy:
         loaded = load_file(str(path))
         return {k: loaded[k] for k in order if k in loaded} | loaded

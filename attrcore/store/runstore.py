@@ -268,9 +268,12 @@ class RunStore:
             )
 
     def load_run(
-        self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False
+        self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False,
+        mmap: Sequence[str] | bool = (),
     ) -> Run:
-        """Load a run; ``keys`` loads only those tensors, ``lazy`` defers reading each one.
+        """Load a run; ``keys`` loads only those tensors, ``lazy`` defers reading each one,
+        ``mmap`` (tensor names, or True for all) memory-maps those from the file instead
+        of reading them into RAM (:func:`~attrcore.store.files.map_tensors`).
 
         RunNotFoundError (with the closest names) for an unknown run; ShapeError for a
         tensor name the run does not have.
@@ -281,7 +284,7 @@ class RunStore:
             try:
                 doc = _read_json(vdir / RUN_FILE)
                 tensors = _load_tensors(
-                    vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"]
+                    vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"], mmap=mmap
                 )
             except FileNotFoundError:
                 continue  # a concurrent overwrite replaced this version: read the index again

@@ -46,8 +46,11 @@ def _dense(responses) -> torch.Tensor:
         (SimulationConfig(rank=None, horizon=4), None),  # dense short horizon
         (SimulationConfig(rank=10, power_iterations=1), None),  # compressed full horizon: Ω's columns
         (SimulationConfig(rank=None), np.arange(96) % 7),  # grouped sources
+        (SimulationConfig(curvature="ekfac", rank=None), None),  # EK-FAC full horizon: sources
+        (SimulationConfig(curvature="ekfac", rank=None, horizon=4), None),  # EK-FAC finite horizon
+        (SimulationConfig(curvature="ekfac", rank=None, segment_steps=4), np.arange(96) % 7),  # EK-FAC groups
     ],
-    ids=["dense-full", "dense-short", "compressed", "groups"],
+    ids=["dense-full", "dense-short", "compressed", "groups", "ekfac-full", "ekfac-short", "ekfac-groups"],
 )
 def test_sharded_equals_in_process(cluster, problem, sim, groups):
     mlp, X, y, cfg = problem
@@ -141,8 +144,10 @@ def test_in_process_executor_is_not_sharded(problem):
         SimulationConfig(rank=None, horizon=2),
         SimulationConfig(rank=None, horizon=0),
         SimulationConfig(scheme="stationary", horizon=3, rank=None),
+        SimulationConfig(curvature="ekfac", rank=None),
+        SimulationConfig(curvature="ekfac", rank=None, horizon=3),
     ],
-    ids=["short", "k0", "stationary"],
+    ids=["short", "k0", "stationary", "ekfac", "ekfac-short"],
 )
 def test_no_source_rows_other_schemes(problem, sim):
     mlp, X, y, cfg = problem
@@ -168,11 +173,11 @@ def test_cli_scale_out_flags(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "sim",
-    [SimulationConfig(scheme="stationary", horizon=3, rank=4), SimulationConfig(curvature="ekfac", rank=None)],
-    ids=["stationary-sketch", "ekfac"],
+    [SimulationConfig(scheme="stationary", horizon=3, rank=4)],
+    ids=["stationary-sketch"],
 )
 def test_schemes_that_do_not_shard_run_in_process(cluster, problem, sim):
-    """The compressed stationary sketch and EK-FAC have no sharded form: in process, same result."""
+    """The compressed stationary sketch has no sharded form: in process, same result."""
     mlp, X, y, cfg = problem
     ref = train(mlp, X, y, cfg, sim)
     out = train(mlp, X, y, cfg, sim, executor=cluster)
