@@ -189,6 +189,16 @@ if doc is not None:
             ),
             "scale_setup",
         )
+    c3, c4 = st.columns(2)
+    with c3:
+        sh.chart(
+            plots.scaling_lines(
+                scale_bench.scale_series(doc, against="p"), x_title="parameters p", title="Time per query against p"
+            ),
+            "scale_query_p",
+        )
+    with c4:
+        sh.chart(plots.speedup_bars(scale_bench.speedups(doc), targets={"100×": 100, "10×": 10}), "scale_speedup")
     st.caption(f"From `{doc.get('command', 'benchmarks/scale_bench.py')}`, {doc.get('date', '?')}; "
-               "table and missing cells in benchmarks/scale.md.")
+               "table, recipes per cell, missing cells and fitted slopes in benchmarks/scale.md.")
 

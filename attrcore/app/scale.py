@@ -2,7 +2,9 @@
 
 :func:`scale_report` reads it (None when absent or unreadable); :func:`scale_series` turns
 its rows into ``{method: (x, y)}`` for :func:`attrcore.plots.scaling_lines`, at one fixed
-model size (against n) or one fixed n (against p).
+model size (against n) or one fixed n (against p); :func:`speedups` gives, per measured cell,
+TRAK-10's time per query over each method's, from the same run, for
+:func:`attrcore.plots.speedup_bars`.
 """
 
 from __future__ import annotations
@@ -38,4 +40,23 @@ def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fi
         xs, ys = out.setdefault(r["method"], ([], []))
         xs.append(r["n"] if against == "n" else r["p"])
         ys.append(scale * float(r[y]))
+    return out
+
+
+def speedups(doc: dict) -> dict[str, dict[str, float]]:
+    """``{"n=…, p=…": {method: TRAK-10 s/query ÷ method s/query}}`` for the cells where TRAK-10
+    was measured in the same run (same ``run``, n, model and epochs); others are left out."""
+    rows = [r for r in doc.get("rows", []) if "error" not in r and r.get("seconds_per_query")]
+
+    def cell(r: dict) -> tuple:
+        return (r.get("run"), r["n"], r["params"], r.get("epochs"))
+
+    peers = {cell(r): r["seconds_per_query"] for r in rows if r["method"] == "trak-10"}
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        t10 = peers.get(cell(r))
+        if t10 is None or r["method"] == "trak-10":
+            continue
+        label = f"n={r['n']:,}, p={r.get('p', r['params']):,}" if isinstance(r.get("p"), int) else f"n={r['n']}"
+        out.setdefault(label, {})[r["method"]] = t10 / r["seconds_per_query"]
     return out

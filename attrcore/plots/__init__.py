@@ -18,7 +18,7 @@ Implementations, by page:
 - ``mislabel`` — Mislabeled data: :func:`found_vs_inspected`, :func:`detection_bars`,
   :func:`accuracy_bars`;
 - ``compress`` — compressed responses (Evaluate): :func:`lds_against_rank`;
-- ``scale`` — the scaling benchmark (Cost): :func:`scaling_lines`;
+- ``scale`` — the scaling benchmark (Cost): :func:`scaling_lines`, :func:`speedup_bars`;
 - ``tradeoff`` — Evaluate: :func:`lds_vs_time` (every benchmarked setting, LDS against time).
 """
 
@@ -28,7 +28,7 @@ from .evaluation import lds_bars, lds_curves, predicted_vs_actual
 from .examples import decision_boundary, example_mosaic, feature_heatmap, points_scatter
 from .explore import agreement_heatmap, counterfactual_bars, method_scatter, score_bars
 from .mislabel import accuracy_bars, detection_bars, found_vs_inspected
-from .scale import scaling_lines
+from .scale import scaling_lines, speedup_bars
 from .style import CLASS_COLOURS, NEUTRAL, OPPONENT, PROPONENT, QUERY, class_colour
 from .tradeoff import lds_vs_time
 from .training import training_curves
@@ -59,5 +59,6 @@ __all__ = [
     "predicted_vs_actual",
     "score_bars",
     "scaling_lines",
+    "speedup_bars",
     "training_curves",
 ]

@@ -33,3 +33,34 @@ def scaling_lines(
     fig.update_xaxes(type="log", title=x_title)
     fig.update_yaxes(type="log", title=y_title)
     return _layout(fig, title=title)
+
+
+def speedup_bars(
+    speedups: Mapping[str, Mapping[str, float]],
+    targets: Mapping[str, float] | None = None,
+    title: str | None = "Time per query: TRAK-10 ÷ method (same run)",
+) -> go.Figure:
+    """Grouped bars on a log axis, ``{cell label: {method: TRAK-10 time ÷ method time}}``;
+    ``targets`` ``{label: ratio}`` are drawn as dashed horizontal lines (e.g. the issue's 10× / 100×)."""
+    methods: list[str] = []
+    for per in speedups.values():
+        methods += [m for m in per if m not in methods]
+    fig = go.Figure()
+    cells = list(speedups)
+    for i, method in enumerate(methods):
+        xs = [c for c in cells if speedups[c].get(method, 0) > 0]
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=[float(speedups[c][method]) for c in xs],
+                name=method,
+                marker_color=CLASS_COLOURS[i % len(CLASS_COLOURS)],
+                text=[f"{float(speedups[c][method]):.0f}×" for c in xs],
+                textposition="outside",
+            )
+        )
+    for label, value in (targets or {}).items():
+        fig.add_hline(y=float(value), line_dash="dash", line_color="#7f7f7f", annotation_text=label)
+    fig.update_yaxes(type="log", title="TRAK-10 ÷ method, per query")
+    fig.update_layout(barmode="group")
+    return _layout(fig, title=title)

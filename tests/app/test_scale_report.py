@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from attrcore import plots
 from attrcore.app import scale
 
@@ -41,3 +43,21 @@ def test_series_and_figure(tmp_path):
     fig = plots.scaling_lines(s)
     assert [t.name for t in fig.data] == ["grouped-100", "trak-10"]
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+
+
+def test_speedups_pair_rows_with_trak10_of_the_same_run_and_cell():
+    rows = [
+        {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "trak-10", "seconds_per_query": 3.0},
+        {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "grouped-100",
+         "seconds_per_query": 0.03},
+        {"run": 1, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "grouped-10",
+         "seconds_per_query": 0.003},  # another run: no peer
+        {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "trak-1", "error": "x"},
+    ]
+    s = scale.speedups({"rows": rows})
+    assert list(s) == ["n=4,000, p=969,354"]
+    assert s["n=4,000, p=969,354"] == {"grouped-100": pytest.approx(100.0)}
+    fig = plots.speedup_bars(s, targets={"100×": 100})
+    assert [t.name for t in fig.data] == ["grouped-100"]
+    assert fig.layout.yaxis.type == "log"
+    assert fig.data[0].y == pytest.approx((100.0,))
