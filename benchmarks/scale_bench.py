@@ -51,7 +51,10 @@ sys.path.insert(0, str(ROOT))
 PARAMS = {"80k": (256, 256), "300k": (512, 512), "1m": (1024, 896)}
 N_TEST = 1000
 TRAIN = {"lr": 0.1, "batch_size": 100, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
-METHODS = ("grouped-10", "grouped-100", "compressed-r64", "compressed-r256", "dense", "trak-1", "trak-10", "dvemb")
+METHODS = (
+    "grouped-10", "grouped-100", "compressed-r64", "compressed-r256", "ekfac", "ekfac-r64", "ekfac-r256",
+    "dense", "trak-1", "trak-10", "dvemb",
+)
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -89,11 +92,65 @@ def dataset(n: int, cache: Path):
 # ---- one cell (in a child process) ------------------------------------------------------
 
 
+def _timed(fn, Xq, yq, rounds: int, cap_seconds: float):
+    """Scores of all queries in one call, timed over repeated rounds after a warm-up call:
+    ``(scores, median seconds per query, [seconds per round])``; at least 3 rounds, more
+    up to ``rounds`` while the rounds so far took under ``cap_seconds``."""
+    fn(Xq[:2], yq[:2])
+    times: list[float] = []
+    scores = None
+    while len(times) < max(3, rounds) and (len(times) < 3 or sum(times) < cap_seconds):
+        t = time.perf_counter()
+        scores = fn(Xq, yq)
+        times.append(time.perf_counter() - t)
+        if len(times) >= rounds and len(times) >= 3:
+            break
+    return scores, float(np.median(times)) / len(Xq), times
+
+
+def _groups(n: int, m: int) -> np.ndarray:
+    """The benchmark's random grouping of n examples into m groups (the same in every cell)."""
+    return np.random.default_rng(0).integers(0, m, size=n)
+
+
+def simulation_of(cell: dict):
+    """``(SimulationConfig, groups or None, m, scheme label)`` of a forward-only method name."""
+    from attrcore.config import SimulationConfig
+
+    method, n, budget = cell["method"], cell["n"], cell["budget_mb"]
+    q = cell["power_iterations"]
+    ekfac = {"scheme": "trajectory", "horizon": None, "curvature": "ekfac", "memory_budget_mb": budget}
+    exact = {"scheme": "trajectory", "horizon": None, "curvature": "hessian", "memory_budget_mb": budget}
+    if method.startswith("grouped-"):
+        m = int(method.split("-")[1])
+        kw = ekfac if cell.get("group_scheme", "ekfac") == "ekfac" else exact
+        label = "EK-FAC full horizon" if kw is ekfac else "exact full horizon"
+        return SimulationConfig(**kw, rank=None), _groups(n, m), m, label
+    if method.startswith("compressed-r"):  # the exact full-horizon sketch: never holds m × p
+        r = int(method.split("-r")[1])
+        return SimulationConfig(**exact, rank=r, power_iterations=q), None, n, f"exact sketch, q={q}"
+    if method == "ekfac":
+        return SimulationConfig(**ekfac, rank=None), None, n, "EK-FAC full horizon, dense"
+    if method.startswith("ekfac-r"):  # EK-FAC dense, then compressed (randomized SVD)
+        r = int(method.split("-r")[1])
+        return SimulationConfig(**ekfac, rank=r, power_iterations=q), None, n, f"EK-FAC + rSVD, q={q}"
+    if method == "dense":
+        return SimulationConfig(**exact, rank=None), None, n, "exact full horizon, dense"
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _peak_mb() -> float:
+    """Peak resident set of this process or of its largest (finished) child, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
 def run_cell(cell: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from attrcore.config import SimulationConfig, TrainConfig
+    from attrcore.config import TrainConfig
     from attrcore.engine.model import MLP, MLPConfig
     from attrcore.engine.readout import score as readout_score
     from attrcore.engine.tangents import Tangents
@@ -106,6 +163,8 @@ def run_cell(cell: dict) -> dict:
     mlp = MLP(MLPConfig(40, 10, PARAMS[cell["params"]], "relu"))
     cfg = TrainConfig(epochs=cell["epochs"], **TRAIN)
     out: dict = {"p": mlp.n_params}
+    rounds, cap = cell.get("rounds", 5), cell.get("timing_cap_seconds", 120.0)
+    groups = None
     t0 = time.perf_counter()
     if method.startswith("trak"):
         from attrcore.methods.trak import TRAK
@@ -117,10 +176,8 @@ def run_cell(cell: dict) -> dict:
         att = TRAK(mlp, thetas, proj_dim=512).fit(X, y)
         out["setup_seconds"] = time.perf_counter() - t0
         out["m"] = n
-        att.score(Xq[:2], yq[:2])  # warm-up
-        t1 = time.perf_counter()
-        scores = att.score(Xq, yq)
-        out["seconds_per_query"] = (time.perf_counter() - t1) / len(Xq)
+        out["scheme"] = f"traker, {models} model(s), proj 512"
+        scores, out["seconds_per_query"], out["round_seconds"] = _timed(att.score, Xq, yq, rounds, cap)
         out["bytes_per_source"] = att.state_bytes() / n
         att.close()
     elif method == "dvemb":
@@ -130,21 +187,22 @@ def run_cell(cell: dict) -> dict:
         att = DVEmb(mlp, base.theta, cfg, proj_dim=512).fit(X, y)
         out["setup_seconds"] = time.perf_counter() - t0
         out["m"] = n
-        att.score(Xq[:2], yq[:2])
-        t1 = time.perf_counter()
-        scores = att.score(Xq, yq)
-        out["seconds_per_query"] = (time.perf_counter() - t1) / len(Xq)
+        out["scheme"] = "dattri DVEmb, proj 512"
+        scores, out["seconds_per_query"], out["round_seconds"] = _timed(att.score, Xq, yq, rounds, cap)
         out["bytes_per_source"] = att.state_bytes() / n
     else:
-        groups, m = None, n
-        if method.startswith("grouped"):
-            m = int(method.split("-")[1])
-            groups = np.random.default_rng(0).integers(0, m, size=n)
-        rank = int(method.split("-r")[1]) if method.startswith("compressed") else None
-        sim = SimulationConfig(rank=rank, power_iterations=cell["power_iterations"], memory_budget_mb=cell["budget_mb"])
-        res = train(mlp, X, y, cfg, sim, source_index=groups, n_sources=m)
+        from attrcore.executors import Executor
+
+        sim, groups, m, out["scheme"] = simulation_of(cell)
+        with Executor.resolve(workers=cell.get("workers") or None) as ex:
+            res = train(mlp, X, y, cfg, sim, source_index=groups, n_sources=m,
+                        executor=ex if ex.distributed else None)
         out["setup_seconds"] = time.perf_counter() - t0
         out["simulate_seconds"] = res.timings["simulate_seconds"]
+        out["train_seconds"] = res.timings.get("train_seconds")
+        if cell.get("workers"):
+            out["scheme"] += f", {cell['workers']}-worker LocalCluster"
+            out["sharding"] = {k: v for k, v in res.extras.get("sharding", {}).items() if k != "phases"}
         out["m"] = m
         R = res.responses
         if isinstance(R, torch.Tensor):
@@ -154,41 +212,43 @@ def run_cell(cell: dict) -> dict:
         def readout(Xb, yb):
             return readout_score(mlp, res.theta, R, Xb.to(res.theta.dtype), yb, measure="margin")
 
-        readout(Xq[:2], yq[:2])
-        t1 = time.perf_counter()
-        scores = readout(Xq, yq)
-        out["seconds_per_query"] = (time.perf_counter() - t1) / len(Xq)
-        if groups is not None:
-            out["groups"] = groups.tolist() if cell.get("lds") else None
+        scores, out["seconds_per_query"], out["round_seconds"] = _timed(readout, Xq, yq, rounds, cap)
     out["wall_seconds"] = time.perf_counter() - t0
-    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mb"] = _peak_mb()
     if cell.get("lds"):
         scores = torch.as_tensor(scores).double().numpy()
-        out["lds"] = lds_of(cell, ds, mlp, cfg, Xq.numpy(), yq.numpy(), scores, out.get("groups"))
-    out.pop("groups", None)
+        out["lds"] = lds_of(cell, ds, mlp, cfg, Xq.numpy(), yq.numpy(), scores, groups)
     return out
 
 
 def lds_of(cell, ds, mlp, cfg, Xq, yq, scores, groups) -> dict:
-    """LDS (fixed training seed) over ``cell['lds']`` random half subsets of the sources."""
+    """LDS over ``cell['lds']`` random half subsets: per example (per-example methods) and
+    per group for each grouping of ``cell['lds_groups']`` (a per-example method's group
+    score is the sum of its members' scores; a grouped method is judged on its own groups
+    only). Random-seed protocol (a different training seed per subset) unless
+    ``cell['lds_fixed_seed']``."""
     from attrcore.evaluation.ground_truth import lds_ground_truth
     from attrcore.evaluation.metrics import lds
     from attrcore.store import RunStore
 
-    sources = None if groups is None else np.asarray(groups)  # source ids as the scores' columns
-    gt = lds_ground_truth(
-        ds,
-        mlp.config,
-        cfg,
-        n_subsets=cell["lds"],
-        ceiling_seeds=0,
-        queries=(Xq, yq),
-        sources=sources,
-        store=RunStore(Path(cell["cache"]) / "store"),
-        n_jobs=1,
-    )
-    per_query = lds(scores, gt.subsets, gt.outputs)
-    return {"lds": float(np.nanmean(per_query)), "subsets": cell["lds"]}
+    def one(sources, S) -> float:
+        gt = lds_ground_truth(
+            ds, mlp.config, cfg, n_subsets=cell["lds"], ceiling_seeds=0, queries=(Xq, yq), sources=sources,
+            vary_seed=not cell.get("lds_fixed_seed"), store=RunStore(Path(cell["cache"]) / "store"), n_jobs=1,
+        )
+        return float(np.nanmean(lds(S, gt.subsets, gt.outputs)))
+
+    out = {"subsets": cell["lds"], "protocol": "fixed seed" if cell.get("lds_fixed_seed") else "seed per subset"}
+    if groups is not None:
+        out["lds"] = out[f"groups-{int(groups.max()) + 1}"] = one(np.asarray(groups), scores)
+        return out
+    out["lds"] = one(None, scores)
+    for m in cell.get("lds_groups", ()):
+        g = _groups(cell["n"], m)
+        onehot = np.zeros((cell["n"], m))
+        onehot[np.arange(cell["n"]), g] = 1.0
+        out[f"groups-{m}"] = one(g, scores @ onehot)
+    return out
 
 
 # ---- the grid (parent) ------------------------------------------------------------------
@@ -199,6 +259,8 @@ def tangent_steps(method: str, n: int, epochs: int, q: int) -> float:
     T = epochs * math.ceil(n / TRAIN["batch_size"])
     if method.startswith("grouped"):
         return T * int(method.split("-")[1])
+    if method.startswith("ekfac"):
+        return T * n / 50  # O(p) per injection plus a rotation per segment: measured ~50x cheaper
     if method.startswith("compressed"):
         return T * int(method.split("-r")[1]) * (2 + 2 * q)
     if method == "dense":
@@ -225,57 +287,131 @@ def predict(done: list[dict], cell: dict, q: int) -> float | None:
     return float(np.median(rates)) * tangent_steps(cell["method"], cell["n"], cell["epochs"], q)
 
 
-def slopes(rows: list[dict], key: str) -> dict:
-    """d log(cost) / d log(x) for x in n and p, per method, where ≥ 2 sizes were measured."""
-    out: dict = {}
-    for method in METHODS:
-        mine = [r for r in rows if r["method"] == method and r.get(key)]
-        for x, fixed in (("n", "params"), ("p", "n")):
-            for v in sorted({r[fixed] for r in mine}):
-                pts = [(r[x], r[key]) for r in mine if r[fixed] == v]
-                if len({a for a, _ in pts}) >= 2:
-                    a, b = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-                    out[f"{method} vs {x} ({fixed}={v})"] = float(np.polyfit(a, b, 1)[0])
+# what the slopes fit: {name: (row key, scale)}; simulation seconds only between cells of
+# the same number of epochs (the other costs do not depend on it)
+COSTS = {
+    "ms per query": ("seconds_per_query", 1000.0),
+    "setup s": ("setup_seconds", 1.0),
+    "bytes per source": ("bytes_per_source", 1.0),
+    "peak MB": ("peak_mb", 1.0),
+}
+
+
+def _family(method: str) -> tuple[str, str | None, float | None]:
+    """``(family, parameter name, value)``: grouped-G → ("grouped", "m", G); compressed-rR /
+    ekfac-rR → (…, "r", R); else (method, None, None)."""
+    for fam in ("grouped", "compressed", "ekfac"):
+        if method.startswith(fam + "-"):
+            v = method.split("-")[-1].lstrip("r")
+            return fam, ("m" if fam == "grouped" else "r"), float(v)
+    if method.startswith("trak-"):
+        return "trak", "models", float(method.split("-")[1])
+    return method, None, None
+
+
+def slopes(rows: list[dict]) -> list[dict]:
+    """Least-squares d log(cost) / d log(x) for x = n (p fixed), p (n fixed) and the method's
+    own size (groups m, rank r, TRAK models), over cells that differ in x only and share the
+    recipe (epochs); only where ≥ 2 distinct x were measured. Each entry says its points."""
+    ok = [r for r in rows if "error" not in r]
+    out: list[dict] = []
+
+    def fit(cost: str, method: str, against: str, fixed: str, pts: list[tuple[float, float]]) -> None:
+        pts = [(a, b) for a, b in pts if a > 0 and b > 0]
+        if len({a for a, _ in pts}) < 2:
+            return
+        a, b = np.log([q[0] for q in pts]), np.log([q[1] for q in pts])
+        out.append({"cost": cost, "method": method, "against": against, "fixed": fixed,
+                    "slope": float(np.polyfit(a, b, 1)[0]), "points": len(pts)})
+
+    for cost, (key, scale) in COSTS.items():
+        have = [r for r in ok if r.get(key) is not None]
+        for method in sorted({r["method"] for r in have}):
+            mine = [r for r in have if r["method"] == method]
+            for x, fixed in (("n", ("params", "epochs")), ("p", ("n", "epochs"))):
+                for v in sorted({tuple(r[f] for f in fixed) for r in mine}):
+                    sel = [r for r in mine if tuple(r[f] for f in fixed) == v]
+                    label = ", ".join(f"{f}={val}" for f, val in zip(fixed, v))
+                    fit(cost, method, x, label, [(r[x], scale * r[key]) for r in sel])
+        for fam in ("grouped", "compressed", "ekfac", "trak"):
+            mine = [r for r in have if _family(r["method"])[0] == fam and _family(r["method"])[1]]
+            for v in sorted({(r["n"], r["params"], r["epochs"]) for r in mine}):
+                sel = [r for r in mine if (r["n"], r["params"], r["epochs"]) == v]
+                if sel:
+                    what = _family(sel[0]["method"])[1]
+                    fit(cost, fam, what, f"n={v[0]}, params={v[1]}, epochs={v[2]}",
+                        [(_family(r["method"])[2], scale * r[key]) for r in sel])
     return out
 
 
+def _ratio(r: dict, rows: list[dict]) -> str:
+    """TRAK-10's time per query over this row's, both from the same run and cell."""
+    peer = [
+        t for t in rows
+        if t["method"] == "trak-10" and "error" not in t
+        and (t["n"], t["params"], t.get("epochs"), t.get("run")) == (r["n"], r["params"], r.get("epochs"), r.get("run"))
+    ]
+    if not peer or r["method"] == "trak-10":
+        return "—"
+    return f"{peer[0]['seconds_per_query'] / r['seconds_per_query']:.1f}×"
+
+
+def _lds_text(r: dict) -> str:
+    L = r.get("lds")
+    if not L:
+        return "—"
+    parts = [f"{L['lds']:.3f}" if not r["method"].startswith("grouped") else f"{L['lds']:.3f} (group)"]
+    parts += [f"g{k.split('-')[1]}: {v:.3f}" for k, v in L.items() if k.startswith("groups-")
+              and not r["method"].startswith("grouped")]
+    return "; ".join(parts)
+
+
 def write(doc: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scale.json").write_text(json.dumps(doc, indent=1))
+    rows = doc["rows"]
     lines = [
         "# Scaling benchmark (issue #10)",
         "",
-        f"`{doc['command']}` — {doc['date']}, {doc['machine']}; {doc['epochs']} epochs, "
-        f"{doc['queries']} queries, power iterations {doc['power_iterations']}. "
-        "Peak MB is the cell's process maximum RSS (Python + torch + data included).",
+        f"{doc['machine']}; last written {doc['date']}. Commands (one *run* each; ratios only within a run "
+        "and a cell):",
         "",
-        "| n | p | method | sources | setup s | simulate s | peak MB | bytes/source | ms/query "
-        "| ×TRAK-10 speed | LDS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[f"{i}. `{c}`" for i, c in enumerate(doc["commands"])],
+        "",
+        "Every cell runs in its own process; setup = training + simulation (TRAK: training its models + "
+        "featurize/finalize; DVEmb: training + its replay). Peak MB = the larger of the cell process's and its "
+        "(Dask worker) children's maximum RSS (Python + torch + data included). ms/query = median over the timing "
+        "rounds of scoring all queries in one call, after a warm-up call. LDS: mean Spearman over the queries, "
+        "subsets of half the sources, protocol as stated; a grouped method is judged on its own groups (group "
+        "LDS: ground truth retrained on half the *groups*); per-example methods also get the group LDS of their "
+        "scores summed within each group (g10, g100).",
+        "",
+        "| run | n | p | epochs | method | simulation | sources | setup s | simulate s | peak MB | bytes/source "
+        "| ms/query (rounds) | TRAK-10 ÷ this | LDS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    trak10 = {
-        (r["n"], r["params"]): r["seconds_per_query"]
-        for r in doc["rows"]
-        if r["method"] == "trak-10" and "error" not in r
-    }
-    for r in doc["rows"]:
+    for r in rows:
         if "error" in r:
-            lines.append(f"| {r['n']} | {r['params']} | {r['method']} | — | failed: {r['error'][:80]} |||||||")
+            lines.append(f"| {r.get('run', '')} | {r['n']} | {r['params']} | {r.get('epochs', '')} | {r['method']} "
+                         f"| failed: {r['error'][:80]} |||||||||")
             continue
-        t10 = trak10.get((r["n"], r["params"]))
-        ratio = f"{t10 / r['seconds_per_query']:.1f}×" if t10 and r["method"] != "trak-10" else "—"
-        lds = f"{r['lds']['lds']:.3f}" if r.get("lds") else "—"
         sim = f"{r['simulate_seconds']:.1f}" if r.get("simulate_seconds") is not None else "—"
+        rounds = len(r.get("round_seconds", [])) or 1
         lines.append(
-            f"| {r['n']} | {r['p']:,} | {r['method']} | {r['m']} | {r['setup_seconds']:.1f} | {sim} | "
-            f"{r['peak_mb']:.0f} | {r['bytes_per_source']:,.0f} | {1000 * r['seconds_per_query']:.3f} "
-            f"| {ratio} | {lds} |"
+            f"| {r.get('run', '')} | {r['n']} | {r['p']:,} | {r.get('epochs', '')} | {r['method']} "
+            f"| {r.get('scheme', '')} | {r['m']} | {r['setup_seconds']:.1f} | {sim} | {r['peak_mb']:.0f} "
+            f"| {r['bytes_per_source']:,.0f} | {1000 * r['seconds_per_query']:.3f} ({rounds}) | {_ratio(r, rows)} "
+            f"| {_lds_text(r)} |"
         )
     if doc["skipped"]:
         lines += ["", "## Not measured", ""]
         lines += [f"- n = {s['n']}, {s['params']}, {s['method']}: {s['reason']}" for s in doc["skipped"]]
     if doc["slopes"]:
-        lines += ["", "## Fitted slopes (log-log)", ""]
-        lines += [f"- {k}: {v:.2f}" for k, v in sorted(doc["slopes"].items())]
+        lines += ["", "## Fitted slopes (log-log least squares; points = cells the fit rests on)", "",
+                  "| cost | method | against | cells fixed at | slope | points |", "|---|---|---|---|---|---|"]
+        for e in sorted(doc["slopes"], key=lambda e: (e["cost"], e["method"], e["against"], e["fixed"])):
+            lines.append(f"| {e['cost']} | {e['method']} | {e['against']} | {e['fixed']} | {e['slope']:.2f} "
+                         f"| {e['points']} |")
     (out_dir / "scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -290,6 +426,14 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-mb", type=float, default=4096.0, help="simulation memory budget per cell")
     ap.add_argument("--budget-minutes", type=float, default=25.0, help="wall time for the whole grid")
     ap.add_argument("--lds", type=int, default=0, help="LDS subsets at n = 4000 (0: no LDS)")
+    ap.add_argument("--lds-params", default="80k", help="model sizes that get an LDS (at n ≤ 4000)")
+    ap.add_argument("--lds-groups", default="10,100", help="groupings whose group LDS per-example methods get too")
+    ap.add_argument("--lds-fixed-seed", action="store_true", help="fixed-seed protocol instead of seed per subset")
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds per cell (median; at least 3)")
+    ap.add_argument("--timing-cap", type=float, default=120.0, help="stop adding rounds past 3 after this many s")
+    ap.add_argument("--group-scheme", default="ekfac", choices=("ekfac", "exact"), help="grouped simulation")
+    ap.add_argument("--workers", type=int, default=2, help="LocalCluster workers for --workers-for methods")
+    ap.add_argument("--workers-for", default="", help="methods simulated on a LocalCluster (sharded)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks"))
     ap.add_argument("--keep", action="store_true", help="add to the existing report (same cells are replaced)")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
@@ -325,10 +469,7 @@ def main(argv=None) -> int:
             "power_iterations": args.power_iterations,
             "rows": rows,
             "skipped": skipped,
-            "slopes": {
-                **{f"sim {k}": v for k, v in slopes(rows, "simulate_seconds").items()},
-                **{f"query {k}": v for k, v in slopes(rows, "seconds_per_query").items()},
-            },
+            "slopes": slopes(rows),
             "total_seconds_last_command": time.perf_counter() - t_start,
         }
         write(doc, Path(args.out))
@@ -346,11 +487,17 @@ def main(argv=None) -> int:
                     "power_iterations": args.power_iterations,
                     "budget_mb": args.budget_mb,
                     "cache": str(cache),
-                    "lds": args.lds if n <= 4000 else 0,
+                    "lds": args.lds if (n <= 4000 and params in args.lds_params.split(",")) else 0,
+                    "lds_groups": [int(g) for g in args.lds_groups.split(",") if g],
+                    "lds_fixed_seed": args.lds_fixed_seed,
+                    "rounds": args.rounds,
+                    "timing_cap_seconds": args.timing_cap,
+                    "group_scheme": args.group_scheme,
+                    "workers": args.workers if method in args.workers_for.split(",") else None,
                 }
                 drop(cell)
                 p = sum(a * b + b for a, b in zip((40, *PARAMS[params]), (*PARAMS[params], 10)))
-                if method == "dense" and n * p * 4 * 2 > args.budget_mb * 2**20:
+                if method in ("dense", "ekfac", "ekfac-r64", "ekfac-r256") and n * p * 4 * 2 > args.budget_mb * 2**20:
                     skipped.append({**cell, "reason": f"dense m·p state {n * p * 8 / 2**30:.1f} GB > budget"})
                     continue
                 guess = predict(rows, cell, args.power_iterations)
@@ -375,10 +522,10 @@ def main(argv=None) -> int:
                     if proc.returncode:
                         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
                     res = json.loads(proc.stdout.strip().splitlines()[-1])
-                    row = {k: v for k, v in cell.items() if k != "cache"} | res
+                    row = {k: v for k, v in cell.items() if k != "cache"} | res | {"run": len(commands)}
                     print(f"     {json.dumps(res)}", flush=True)
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
-                    row = {k: v for k, v in cell.items() if k != "cache"} | {"error": str(err)}
+                    row = {k: v for k, v in cell.items() if k != "cache"} | {"error": str(err), "run": len(commands)}
                     print(f"     failed: {err}", flush=True)
                 rows.append(row)
                 dump()
