@@ -53,6 +53,7 @@ N_TEST = 1000
 TRAIN = {"lr": 0.1, "batch_size": 100, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
 METHODS = (
     "grouped-10", "grouped-100", "compressed-r64", "compressed-r256", "ekfac", "ekfac-r64", "ekfac-r256",
+    "ekfac-qa-r64", "ekfac-qa-r256", "ekfac-qa-r512",
     "dense", "trak-1", "trak-10", "dvemb",
 )
 
@@ -131,6 +132,10 @@ def simulation_of(cell: dict):
         return SimulationConfig(**exact, rank=r, power_iterations=q), None, n, f"exact sketch, q={q}"
     if method == "ekfac":
         return SimulationConfig(**ekfac, rank=None), None, n, "EK-FAC full horizon, dense"
+    if method.startswith("ekfac-qa-r"):  # EK-FAC dense, then query-aware (engine/query_compress.py)
+        r = int(method.split("-r")[1])
+        sim = SimulationConfig(**ekfac, rank=r, power_iterations=q, compression="query-aware")
+        return sim, None, n, "EK-FAC + query-aware"
     if method.startswith("ekfac-r"):  # EK-FAC dense, then compressed (randomized SVD)
         r = int(method.split("-r")[1])
         return SimulationConfig(**ekfac, rank=r, power_iterations=q), None, n, f"EK-FAC + rSVD, q={q}"
@@ -300,7 +305,7 @@ COSTS = {
 def _family(method: str) -> tuple[str, str | None, float | None]:
     """``(family, parameter name, value)``: grouped-G → ("grouped", "m", G); compressed-rR /
     ekfac-rR → (…, "r", R); else (method, None, None)."""
-    for fam in ("grouped", "compressed", "ekfac"):
+    for fam in ("grouped", "compressed", "ekfac-qa", "ekfac"):
         if method.startswith(fam + "-"):
             v = method.split("-")[-1].lstrip("r")
             return fam, ("m" if fam == "grouped" else "r"), float(v)
@@ -333,7 +338,7 @@ def slopes(rows: list[dict]) -> list[dict]:
                     sel = [r for r in mine if tuple(r[f] for f in fixed) == v]
                     label = ", ".join(f"{f}={val}" for f, val in zip(fixed, v))
                     fit(cost, method, x, label, [(r[x], scale * r[key]) for r in sel])
-        for fam in ("grouped", "compressed", "ekfac", "trak"):
+        for fam in ("grouped", "compressed", "ekfac-qa", "ekfac", "trak"):
             mine = [r for r in have if _family(r["method"])[0] == fam and _family(r["method"])[1]]
             for v in sorted({(r["n"], r["params"], r["epochs"]) for r in mine}):
                 sel = [r for r in mine if (r["n"], r["params"], r["epochs"]) == v]
@@ -406,6 +411,9 @@ def write(doc: dict, out_dir: Path) -> None:
     if doc["skipped"]:
         lines += ["", "## Not measured", ""]
         lines += [f"- n = {s['n']}, {s['params']}, {s['method']}: {s['reason']}" for s in doc["skipped"]]
+    if doc.get("notes"):
+        lines += ["", "## Notes", ""]
+        lines += [f"- {t}" for t in doc["notes"]]
     if doc["slopes"]:
         lines += ["", "## Fitted slopes (log-log least squares; points = cells the fit rests on)", "",
                   "| cost | method | against | cells fixed at | slope | points |", "|---|---|---|---|---|---|"]
@@ -436,6 +444,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers-for", default="", help="methods simulated on a LocalCluster (sharded)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks"))
     ap.add_argument("--keep", action="store_true", help="add to the existing report (same cells are replaced)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the report (e.g. a cell stopped by hand)")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.cell:
@@ -444,12 +453,15 @@ def main(argv=None) -> int:
     cache = Path(tempfile.gettempdir()) / "attrcore-scale-bench"
     t_start = time.perf_counter()
     deadline = t_start + 60 * args.budget_minutes
-    rows, skipped, commands = [], [], []
+    rows, skipped, commands, notes = [], [], [], []
     report = Path(args.out) / "scale.json"
     if args.keep and report.is_file():
         old = json.loads(report.read_text())
         rows, skipped = old.get("rows", []), old.get("skipped", [])
         commands = old.get("commands", [old.get("command")])
+        notes = old.get("notes", [])
+        for r in rows:  # rows written before runs were numbered come from the first command
+            r.setdefault("run", 0)
 
     def drop(cell: dict) -> None:  # a re-measured cell replaces the old row / skip note
         same = (cell["n"], cell["params"], cell["method"])
@@ -470,6 +482,7 @@ def main(argv=None) -> int:
             "rows": rows,
             "skipped": skipped,
             "slopes": slopes(rows),
+            "notes": [*notes, *args.note],
             "total_seconds_last_command": time.perf_counter() - t_start,
         }
         write(doc, Path(args.out))
@@ -497,7 +510,7 @@ def main(argv=None) -> int:
                 }
                 drop(cell)
                 p = sum(a * b + b for a, b in zip((40, *PARAMS[params]), (*PARAMS[params], 10)))
-                if method in ("dense", "ekfac", "ekfac-r64", "ekfac-r256") and n * p * 4 * 2 > args.budget_mb * 2**20:
+                if (method == "dense" or method.startswith("ekfac")) and n * p * 4 * 2 > args.budget_mb * 2**20:
                     skipped.append({**cell, "reason": f"dense m·p state {n * p * 8 / 2**30:.1f} GB > budget"})
                     continue
                 guess = predict(rows, cell, args.power_iterations)
