@@ -176,6 +176,9 @@ class Executor:
     @property
     def n_workers(self) -> int:
         if self.engine == "dask":
+            spec = getattr(self._cluster, "worker_spec", None)
+            if spec:  # our LocalCluster: the workers it was asked for, even while one is (re)starting
+                return len(spec)
             return max(1, len(self.client.scheduler_info().get("workers", {})))
         if self.engine == "joblib":
             return (os.cpu_count() or 1) if self.n_jobs == -1 else self.n_jobs
