@@ -461,7 +461,7 @@ Such examples tend to have unusually large influence on their own prediction (th
 from the responses simulated while this run trained. It is not magic, and it is not the
 best detector: in this project's benchmark (benchmarks/mislabel_bench.md: digits, uniform
 and class-conditional noise, breast_cancer, mnist1d) **a simple control beat every
-attribution signal in every setting** — the training loss, or cleanlab's cross-validated
+attribution signal in every setting** (on every noise seed) — the training loss, or cleanlab's cross-validated
 probabilities. Forward-only self-influence was the best *attribution* signal (above TRAK and
 the influence function; with the margin on mnist1d, where the net memorises its training
 set) and ranks every example in about a second. The table above tells you which was best on
