@@ -17,6 +17,12 @@ What the measurements say (random-seed LDS, 100 subsets at α = 0.5, figures in
   propagation is stable and the best per unit of time (K = 16: 0.530, full: 0.507), the
   EK-FAC full horizon slightly below (0.485).
 
+The EK-FAC responses are dense (m × p); where rank :data:`QUERY_AWARE_RANK` is ≥ 8× smaller
+they are compressed *query-aware* (:mod:`attrcore.engine.query_compress`: the best rank-r
+factorisation for the training points' own measurement gradients), which keeps LDS above
+TRAK-10 at under a tenth of its readout time on mnist1d-mlp (0.298 vs 0.266; the dense 0.394
+reads out at 1.27× TRAK-10's time; a plain SVD of Δ at r = 256 only reached 0.205).
+
 So the rule: with a small effective step (≤ :data:`SMALL_STEP`) the discrete tangent map
 is close to its continuous-time limit and the exact Hessian propagation is trustworthy: use
 the exact trajectory at K = 16 when its cost (K·B tangents per step) fits
@@ -40,6 +46,15 @@ EXACT_HORIZON = 16
 # ~2 minutes of exact products on these 2-core machines (digits-mlp K = 16: 2.6e12, 27 s;
 # mnist1d-mlp K = 16: 9e13, 3,098 s)
 EXACT_BUDGET_FLOP = 1e13
+# The EK-FAC responses are compressed query-aware to this rank when it is ≥ 8× smaller than dense.
+# mnist1d-mlp (benchmarks/query-compress-mnist1d-mlp-full.md, random-seed LDS, readout vs TRAK-10 in
+# the same run): dense 0.394 at 1.27× TRAK-10's time; query-aware r = 256: 0.260, 0.057×; r = 512:
+# 0.317, 0.126× (plain SVD of Δ r = 512: 0.276); with rows normalised r = 384: 0.298, r = 448: 0.312.
+# 384 is the largest rank whose readout stays under a tenth of TRAK-10's (linear in r).
+QUERY_AWARE_RANK = 384
+QUERY_AWARE_MEASURED = (
+    "mnist1d-mlp: random-seed LDS 0.298 against 0.394 dense and 0.266 for TRAK-10, readout ≈ 0.09× TRAK-10's"
+)
 
 
 @dataclass(frozen=True)
@@ -88,22 +103,35 @@ def choose_simulation(
             "0.530 vs full horizon 0.507, EK-FAC 0.485)."
         )
         return SimulationChoice(cfg, reason)
-    if not given and budget < 1.25 * state_mb <= AUTO_BUDGET_MB:
-        budget = 1.25 * state_mb
-    # dense: compressing these responses to rank 256 (randomized SVD) measured LDS 0.205 against
-    # the dense 0.394 on mnist1d-mlp (the top singular directions of Δ are the undamped flat
-    # ones, not those the queries see)
-    cfg = SimulationConfig(scheme="trajectory", horizon=None, curvature="ekfac", memory_budget_mb=budget, rank=None)
+    # query-aware compression (engine/query_compress.py) where rank QUERY_AWARE_RANK is clearly
+    # smaller than dense (the auto rule of resolve_rank: m·p ≥ 8·r·(p + m)); a plain SVD of these
+    # responses keeps the flat, undamped directions the queries barely see
+    r = QUERY_AWARE_RANK
+    compress = m * p >= 8 * r * (p + m)
+    # the dense responses, and when compressing also M = G Δᵀ [n, m] and the float64 factors
+    need_mb = state_mb + ((n_train * m * 8 + 2 * r * p * 8 + r * (p + m) * itemsize) / 2**20 if compress else 0.0)
+    if not given and budget < 1.25 * need_mb <= AUTO_BUDGET_MB:
+        budget = 1.25 * need_mb
+    cfg = SimulationConfig(
+        scheme="trajectory", horizon=None, curvature="ekfac", memory_budget_mb=budget,
+        rank=r if compress else None, compression="query-aware" if compress else "svd",
+    )
     why = (
         f"the effective step η/(1 − μ) = {eta_eff:.3g} is large (> {SMALL_STEP}): the exact discrete map "
         "amplifies the top curvature directions"
         if eta_eff > SMALL_STEP
         else f"exact K = {EXACT_HORIZON} would cost ~{flop:.1e} flop (> {EXACT_BUDGET_FLOP:.0e})"
     )
+    stored = (
+        f"compressed query-aware to rank {r} ({m * p / (r * (p + m)):.1f}× smaller; {QUERY_AWARE_MEASURED}; "
+        "`rank` dense keeps them all)"
+        if compress
+        else f"kept dense (rank {r} would not be ≥ 8× smaller)"
+    )
     reason = (
         f"ekfac trajectory, full horizon, one curvature segment per epoch ({steps_per_epoch} steps): {why}; "
         f"the continuous-time EK-FAC map is contractive. {m} sources × {p} parameters = {state_mb:.0f} MB of "
-        "dense responses (rank-256 compression measured LDS 0.21 instead of 0.39). Measured best per unit of time "
-        "on mnist1d-mlp (random-seed LDS 0.39 vs TRAK-10 0.27)."
+        f"dense responses, {stored}. Measured best per unit of time on mnist1d-mlp (random-seed LDS 0.39 dense "
+        "vs TRAK-10 0.27)."
     )
     return SimulationChoice(cfg, reason)

@@ -141,6 +141,7 @@ def compress_query_aware(
     target_class: int | None = None,
     n_points: int | None = None,
     coefficients: str = "source",
+    normalize: bool = True,
     seed: int = 0,
     memory_budget_mb: float = 1024.0,
     dtype: torch.dtype | None = None,
@@ -152,8 +153,12 @@ def compress_query_aware(
     a random subset of that many, drawn from ``seed``). M = G Δᵀ, V_r its top right singular
     vectors, A = Δᵀ V_r = Q R; ``coefficients="source"``: C = V_r Rᵀ, so the training points'
     scores G Q Cᵀ = M V_r V_rᵀ are M's best rank-r approximation; ``"projection"``: C = Δ Q.
-    The rank is capped at min(n_points, m, p); with r ≥ rank(M) the training points' scores
-    are the dense ones. ``dtype`` of the result defaults to the responses' (at least float32).
+    ``normalize`` (default) scales every row of M to unit norm first, so each point counts
+    alike whatever the size of its scores (LDS is a per-query rank correlation; mnist1d-mlp:
+    +0.006–0.007 LDS at r = 128…512); then the training points' scores, each divided by its
+    norm, are the best rank-r approximation of the normalised M. The rank is capped at
+    min(n_points, m, p); with r ≥ rank(M) the training points' scores are the dense ones.
+    ``dtype`` of the result defaults to the responses' (at least float32).
     """
     stack = responses if isinstance(responses, Tangents) else Tangents.from_flat(mlp, torch.as_tensor(responses))
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -177,7 +182,9 @@ def compress_query_aware(
             X, y = X[idx], None if y is None else y[idx]
             n = n_points
     M = training_score_matrix(stack, mlp, theta, X, y, measure, target_class, memory_budget_mb)
-    info = {"measure": measure, "n_points": n}
+    if normalize:
+        M = M / M.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    info = {"measure": measure, "n_points": n, "normalize": bool(normalize)}
     return compress_from_scores(stack, M, rank, coefficients=coefficients, seed=seed, dtype=dtype, info=info)
 
 

@@ -8,7 +8,13 @@ from attrcore import fit, load_dataset
 from attrcore.cli.main import main
 from attrcore.config import SimulationConfig, TrainConfig
 from attrcore.engine import MLPConfig
-from attrcore.engine.choose import AUTO_BUDGET_MB, EXACT_BUDGET_FLOP, choose_simulation, exact_short_horizon_flop
+from attrcore.engine.choose import (
+    AUTO_BUDGET_MB,
+    EXACT_BUDGET_FLOP,
+    QUERY_AWARE_RANK,
+    choose_simulation,
+    exact_short_horizon_flop,
+)
 from attrcore.run import TrainedRun
 from attrcore.store import RunStore
 
@@ -19,7 +25,10 @@ MNIST1D_TRAIN = TrainConfig(epochs=30, lr=0.1, batch_size=100, momentum=0.9, wei
 def test_mnist1d_gets_the_ekfac_full_horizon_with_room_for_its_responses():
     choice = choose_simulation(MNIST1D, MNIST1D_TRAIN, n_train=4000)
     cfg = choice.config
-    assert (cfg.scheme, cfg.horizon, cfg.curvature, cfg.rank) == ("trajectory", None, "ekfac", None)
+    assert (cfg.scheme, cfg.horizon, cfg.curvature) == ("trajectory", None, "ekfac")
+    # compressed query-aware (rank QUERY_AWARE_RANK is ≥ 8× smaller than the dense responses)
+    assert (cfg.rank, cfg.compression) == (QUERY_AWARE_RANK, "query-aware")
+    assert f"query-aware to rank {QUERY_AWARE_RANK}" in choice.reason
     dense_mb = 4000 * MNIST1D.n_params * 4 / 2**20
     assert cfg.memory_budget_mb >= dense_mb  # raised from the 2048 MB default to fit
     assert "ekfac" in choice.reason and "4000 sources" in choice.reason and "40 steps" in choice.reason
@@ -47,6 +56,8 @@ def test_a_given_budget_is_kept_and_huge_states_are_not_auto_raised():
     assert big.config.memory_budget_mb == SimulationConfig.memory_budget_mb < AUTO_BUDGET_MB
     grouped = choose_simulation(MNIST1D, MNIST1D_TRAIN, 4000, n_sources=10)
     assert "10 sources" in grouped.reason
+    # 10 sources: a rank-QUERY_AWARE_RANK factorisation would not be smaller, so they stay dense
+    assert (grouped.config.rank, grouped.config.compression) == (None, "svd") and "kept dense" in grouped.reason
 
 
 def test_fit_without_simulation_uses_the_choice_and_records_why(capsys):
@@ -76,3 +87,13 @@ def test_cli_without_simulation_flags_chooses_and_with_flags_keeps_them(capsys):
     assert main(["train", *moons, "--horizon", "3", "--run", "given"]) == 0
     given = TrainedRun.load(RunStore(), "given").simulation
     assert (given.horizon, given.curvature, given.memory_budget_mb) == (3, "hessian", 2048.0)
+
+
+def test_the_mnist1d_default_fits_the_budget_it_chose():
+    """The estimate counts the dense responses, M and the factors; the raised budget holds them."""
+    from attrcore.engine.estimate import estimate_training
+
+    choice = choose_simulation(MNIST1D, MNIST1D_TRAIN, 4000)
+    est = estimate_training(4000, 40, 10, (256, 256), MNIST1D_TRAIN, choice.config)
+    assert est.state_bytes >= 4000 * MNIST1D.n_params * 4  # the dense responses before the factorisation
+    assert est.budget_bytes <= choice.config.memory_budget_mb * 2**20

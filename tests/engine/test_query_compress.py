@@ -82,7 +82,7 @@ def test_training_score_matrix_is_the_readout_of_the_training_points(run, tiny):
 @pytest.mark.parametrize("r", [3, 8])
 def test_factorisation_equals_the_oracle(run, tiny, r):
     mlp, theta, D = run
-    comp = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r)
+    comp = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r, normalize=False)
     assert isinstance(comp, CompressedResponses) and comp.rank == r
     _, approx, _ = oracle(mlp, theta, D, tiny.X, tiny.y, r)
     assert_close(comp.dense(torch.float64), torch.from_numpy(approx), rtol=1e-8, atol=1e-10 * float(D.abs().max()))
@@ -105,7 +105,7 @@ def test_full_rank_gives_the_dense_scores_on_the_training_points(run, tiny):
 def test_low_rank_gives_the_best_rank_r_scores_on_the_training_points(run, tiny, r):
     mlp, theta, D = run
     M, _, best = oracle(mlp, theta, D, tiny.X, tiny.y, r)
-    comp = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r)
+    comp = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r, normalize=False)
     got = score(mlp, theta, comp, tiny.X, tiny.y, out_dtype=torch.float64)
     assert_close(got, torch.from_numpy(best), rtol=1e-8, atol=1e-10 * float(np.abs(M).max()))
     # and the plain SVD of Δ at the same rank does worse on these points (the reason to exist)
@@ -190,7 +190,7 @@ def test_singular_vectors_computed_once_serve_every_lower_rank(run, tiny):
     V, s = top_right_singular(M, 10)
     for r in (2, 6, 10):
         a = compress_from_scores(stack, M, r, singular=(V, s))
-        b = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r)
+        b = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r, normalize=False)
         assert_close(a.dense(torch.float64), b.dense(torch.float64))
     with pytest.raises(ConfigError, match="singular vectors"):
         compress_from_scores(stack, M, 12, singular=(V, s))
@@ -236,3 +236,19 @@ def test_the_estimate_counts_the_dense_responses_a_query_aware_run_factorises():
     assert qa.response_bytes == svd.response_bytes == 32 * (p + n) * 4  # both store rank-32 factors
     assert qa.state_bytes >= n * p * 4 + n * n * 8 > svd.state_bytes  # but query-aware holds Δ and M first
     assert any("query-aware" in note for note in qa.notes)
+
+
+@pytest.mark.parametrize("r", [3, 8])
+def test_normalised_rows_give_the_best_rank_r_of_the_normalised_scores(run, tiny, r):
+    mlp, theta, D = run
+    M, _, _ = oracle(mlp, theta, D, tiny.X, tiny.y, r)
+    norms = np.linalg.norm(M, axis=1, keepdims=True)
+    U, s, Vt = np.linalg.svd(M / norms, full_matrices=False)
+    best = (U[:, :r] * s[:r]) @ Vt[:r]
+    comp = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r)  # normalize=True is the default
+    assert comp.info["normalize"] is True
+    got = score(mlp, theta, comp, tiny.X, tiny.y, out_dtype=torch.float64).numpy() / norms
+    assert_close(torch.from_numpy(got), torch.from_numpy(best), rtol=1e-8, atol=1e-10)
+    # and it is not the unnormalised optimum (the points are weighted differently)
+    plain = compress_query_aware(D, mlp, theta, tiny.X, tiny.y, r, normalize=False)
+    assert float((plain.dense(torch.float64) - comp.dense(torch.float64)).abs().max()) > 1e-6 * float(D.abs().max())
