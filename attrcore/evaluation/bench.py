@@ -261,6 +261,7 @@ def run_bench(
             f", {sim.curvature}" if sim.curvature != "hessian" else "",
             f", segments of {sim.segment_steps} steps" if sim.segment_steps else "",
             f", rank {rank}" if rank else "",
+            " query-aware" if rank and sim.compression == "query-aware" else "",
         ])
         evaluate_row({
             "method": "forward-only", "scheme": sim.scheme, "horizon": sim.horizon_label,
