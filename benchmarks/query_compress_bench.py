@@ -331,6 +331,7 @@ def main(argv=None) -> dict:
         "task": task,
         "tag": args.tag,
         "simulation": sim.to_dict(),
+        "horizon": sim.horizon_label,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),

@@ -110,10 +110,21 @@ def compressed_variant(run: TrainedRun, rank: int = 256, power_iterations: int =
     return replace(run, responses=comp, timings=timings)
 
 
+# the factorisations of benchmarks/query_compress_bench.py, as the curves are labelled
+QUERY_COMPRESS_KINDS = {
+    "query-aware": "query-aware",
+    "query-aware-proj": "query-aware, C = ΔQ",
+    "gradient": "gradient subspace",
+    "svd": "svd of Δ",
+}
+
+
 def compress_docs(folder: str | os.PathLike) -> list[dict]:
-    """The compression benchmark's reports (``<folder>/compress-*.json``)."""
+    """The compression benchmarks' reports: ``<folder>/query-compress-*.json`` (query-aware
+    against the other factorisations) first, then ``<folder>/compress-*.json``."""
     out = []
-    for path in sorted(Path(folder).glob("compress-*.json")):
+    folder = Path(folder)
+    for path in [*sorted(folder.glob("query-compress-*.json")), *sorted(folder.glob("compress-*.json"))]:
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -139,6 +150,8 @@ def rank_curves(doc: dict, protocol: str | None = None) -> tuple[dict, dict]:
             series.setdefault("compressed (rank-r run)", []).append((int(r["rank"]), float(v)))
         elif kind == "truncated":
             series.setdefault("truncated from the largest rank", []).append((int(r["rank"]), float(v)))
+        elif kind in QUERY_COMPRESS_KINDS:
+            series.setdefault(QUERY_COMPRESS_KINDS[kind], []).append((int(r["rank"]), float(v)))
         elif kind in ("dense", "trak"):
             refs[r["method"]] = float(v)
     return {k: tuple(map(list, zip(*sorted(p)))) for k, p in series.items()}, refs

@@ -87,3 +87,26 @@ def test_rank_curves_read_the_compression_report(tmp_path):
 def test_lds_against_rank_without_references(refs):
     fig = plots.lds_against_rank({"a": ([1, 2], [0.1, 0.2])}, refs)
     assert len(fig.layout.annotations) == 0
+
+
+def test_rank_curves_read_the_query_aware_report_first(tmp_path):
+    lds = lambda v: {"random-seed": {"mean": v, "sem": 0.01, "n": 10}}  # noqa: E731
+    doc = {
+        "task": "mnist1d-mlp",
+        "horizon": "full",
+        "protocols": ["random-seed"],
+        "rows": [
+            {"method": "dense", "kind": "dense", "lds": lds(0.4)},
+            {"method": "query-aware r=64", "kind": "query-aware", "rank": 64, "lds": lds(0.2)},
+            {"method": "query-aware r=32", "kind": "query-aware", "rank": 32, "lds": lds(0.1)},
+            {"method": "svd r=32", "kind": "svd", "rank": 32, "lds": lds(0.05)},
+            {"method": "TRAK-10, proj 512", "kind": "trak", "models": 10, "lds": lds(0.27)},
+        ],
+    }
+    (tmp_path / "query-compress-mnist1d-mlp.json").write_text(json.dumps(doc))
+    (tmp_path / "compress-mnist1d-mlp.json").write_text(json.dumps(dict(doc, rows=[])))
+    docs = sup.compress_docs(tmp_path)
+    assert [d["_file"] for d in docs] == ["query-compress-mnist1d-mlp.json", "compress-mnist1d-mlp.json"]
+    series, refs = sup.rank_curves(docs[0])
+    assert series == {"query-aware": ([32, 64], [0.1, 0.2]), "svd of Δ": ([32], [0.05])}
+    assert refs == {"dense": 0.4, "TRAK-10, proj 512": 0.27}
