@@ -4,6 +4,7 @@ counted number of curvature products, refusal before any work, warnings when big
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 
@@ -117,8 +118,15 @@ def test_the_ekfac_default_is_estimated_as_ekfac_and_fits_its_budget():
     from attrcore.engine.model import MLPConfig
 
     train = TrainConfig(epochs=30, lr=0.1, batch_size=100, momentum=0.9, weight_decay=1e-4)
-    chosen = choose_simulation(MLPConfig(40, 10, (256, 256), "relu"), train, 4000, 4000).config
-    assert chosen.curvature == "ekfac" and chosen.horizon is None
+    default = choose_simulation(MLPConfig(40, 10, (256, 256), "relu"), train, 4000, 4000).config
+    assert default.curvature == "ekfac" and default.horizon is None
+    # the default compresses these responses query-aware after the run; the estimate of the dense
+    # EK-FAC simulation underneath is what this test is about, and the default must fit its budget
+    assert default.compression == "query-aware" and default.rank is not None
+    compressed = estimate_training(4000, 40, 10, (256, 256), train, default, 4000)
+    assert compressed.state_bytes > 4000 * 78858 * 4 > compressed.response_bytes
+    assert check_estimate(compressed, default, available_bytes=16 * 2**30) == []
+    chosen = replace(default, rank=None)
     ekfac = estimate_training(4000, 40, 10, (256, 256), train, chosen, 4000)
     exact = estimate_training(4000, 40, 10, (256, 256), train, SimulationConfig(horizon=None, rank=None), 4000)
     assert ekfac.response_bytes == exact.response_bytes == 4000 * 78858 * 4
