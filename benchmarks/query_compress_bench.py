@@ -116,6 +116,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--points", type=int, nargs="*", default=[1000], help="extra query-aware rows: M on n points")
     ap.add_argument("--points-ranks", type=int, nargs="*", default=[128, 256])
     ap.add_argument("--measures", nargs="*", default=[], help="extra query-aware rows: M with this measurement")
+    ap.add_argument("--normalize", action="store_true", help="scale M's rows to unit norm (as the library default)")
     ap.add_argument("--timing-rounds", type=int, default=7)
     ap.add_argument("--dense-timing-rounds", type=int, default=3)
     ap.add_argument("--subsets", type=int, default=100)
@@ -217,6 +218,8 @@ def main(argv=None) -> dict:
     if {"query-aware", "query-aware-proj"} & set(args.variants):
         t0 = time.perf_counter()
         M = training_score_matrix(stack, mlp, theta, X_tr, y_tr)
+        if args.normalize:  # what compress_query_aware(normalize=True) does, the library default
+            M = M / M.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
         t_M = time.perf_counter() - t0
         t0 = time.perf_counter()
         V, s = top_right_singular(M, rmax, cfg.seed)
@@ -332,6 +335,7 @@ def main(argv=None) -> dict:
         "tag": args.tag,
         "simulation": sim.to_dict(),
         "horizon": sim.horizon_label,
+        "normalize": bool(args.normalize),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
@@ -372,7 +376,8 @@ def write(doc: dict, out: Path) -> None:
         "",
         f"{doc['created']} · {doc['machine']['cpus']} CPUs (load average "
         f"{', '.join(f'{x:.1f}' for x in doc['machine']['load_average'])}) · torch {doc['machine']['torch']} · "
-        f"m = {doc['m']} sources, p = {doc['p']} parameters, {doc['n_queries']} queries · total {doc['seconds']:.0f} s",
+        f"m = {doc['m']} sources, p = {doc['p']} parameters, {doc['n_queries']} queries · total {doc['seconds']:.0f} s"
+        + (" · query-aware rows: M's rows normalised (the library default)" if doc.get("normalize") else ""),
         "",
         "Ground truth: "
         + "; ".join(
