@@ -140,7 +140,9 @@ def main(argv=None) -> dict:
         sim = SimulationConfig.with_horizon(args.horizon, **{k: v for k, v in sim.to_dict().items() if k != "horizon"})
     if args.curvature is not None:
         sim = replace(sim, curvature=args.curvature)
-    sim = replace(sim, rank=None, memory_budget_mb=max(sim.memory_budget_mb, 1.3 * m * p * 4 / 2**20))
+    # the dense simulation underneath (the compression options do not change it, nor the cache key)
+    budget = max(SimulationConfig.memory_budget_mb, 1.3 * m * p * 4 / 2**20)
+    sim = replace(sim, rank=None, compression="svd", memory_budget_mb=budget)
     Xq, yq = ds.X_test[: args.queries], ds.y_test[: args.queries]
     Xq_t, yq_t = torch.as_tensor(Xq), torch.as_tensor(yq)
     X_tr, y_tr = torch.as_tensor(ds.X_train).float(), torch.as_tensor(ds.y_train).long()
