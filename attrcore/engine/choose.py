@@ -20,8 +20,8 @@ What the measurements say (random-seed LDS, 100 subsets at α = 0.5, figures in
 The EK-FAC responses are dense (m × p); where rank :data:`QUERY_AWARE_RANK` is ≥ 8× smaller
 they are compressed *query-aware* (:mod:`attrcore.engine.query_compress`: the best rank-r
 factorisation for the training points' own measurement gradients), which keeps LDS above
-TRAK-10 at under a tenth of its readout time on mnist1d-mlp (0.298 vs 0.266; the dense 0.394
-reads out at 1.27× TRAK-10's time; a plain SVD of Δ at r = 256 only reached 0.205).
+TRAK-10 at under a tenth of its readout time on mnist1d-mlp (0.299 vs 0.266 at 0.06–0.09×; the
+dense 0.394 reads out at 0.7–1.3× TRAK-10's time; a plain SVD of Δ at r = 256 only reached 0.205).
 
 So the rule: with a small effective step (≤ :data:`SMALL_STEP`) the discrete tangent map
 is close to its continuous-time limit and the exact Hessian propagation is trustworthy: use
@@ -50,10 +50,12 @@ EXACT_BUDGET_FLOP = 1e13
 # mnist1d-mlp (benchmarks/query-compress-mnist1d-mlp-full.md, random-seed LDS, readout vs TRAK-10 in
 # the same run): dense 0.394 at 1.27× TRAK-10's time; query-aware r = 256: 0.260, 0.057×; r = 512:
 # 0.317, 0.126× (plain SVD of Δ r = 512: 0.276); with rows normalised r = 384: 0.298, r = 448: 0.312.
-# 384 is the largest rank whose readout stays under a tenth of TRAK-10's (linear in r).
+# benchmarks/query-compress-mnist1d-mlp-default.md (rows normalised, another same-run timing): r = 384
+# 0.299 at 0.064× TRAK-10, r = 512 0.324 at 0.081×. Timing ratios moved 1.5× between the two runs, so
+# 384 is the rank that stays under a tenth of TRAK-10's in both (readout is linear in r).
 QUERY_AWARE_RANK = 384
 QUERY_AWARE_MEASURED = (
-    "mnist1d-mlp: random-seed LDS 0.298 against 0.394 dense and 0.266 for TRAK-10, readout ≈ 0.09× TRAK-10's"
+    "mnist1d-mlp: random-seed LDS 0.299 against 0.394 dense and 0.266 for TRAK-10, readout 0.06–0.09× TRAK-10's"
 )
 
 
