@@ -445,6 +445,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks"))
     ap.add_argument("--keep", action="store_true", help="add to the existing report (same cells are replaced)")
     ap.add_argument("--note", action="append", default=[], help="a note for the report (e.g. a cell stopped by hand)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite scale.md from scale.json (+ --note), no cells")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.cell:
@@ -487,6 +488,14 @@ def main(argv=None) -> int:
         }
         write(doc, Path(args.out))
 
+    if args.report_only:
+        doc = json.loads(report.read_text())
+        for r in doc["rows"]:
+            r.setdefault("run", 0)
+        doc["notes"] = [*doc.get("notes", []), *args.note]
+        doc["slopes"] = slopes(doc["rows"])
+        write(doc, Path(args.out))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     for params in args.params.split(","):
         for n in sizes:
