@@ -50,13 +50,16 @@ def fingerprint(obj: object) -> str:
 
 
 def option(default, help: str, *, choices: Sequence | None = None, flag: str | None = None,
-           label: str | None = None, type: Callable | None = None, cli: bool = True):
+           label: str | None = None, type: Callable | None = None, cli: bool = True, dest: str | None = None,
+           metavar: str | None = None, nargs: str | None = None, required: bool = False):
     """A dataclass field with its metadata: ``help`` (one line), ``choices``, the CLI
     ``flag`` (default ``--`` + the name with dashes; ``cli=False``: no flag), the app
     ``label`` (default: the name with spaces) and ``type`` (how the CLI parses a value;
-    default: the type of ``default``)."""
+    default: the type of ``default``). For the command line only: ``dest`` (the attribute
+    the parsed value lands in; default the name), ``metavar``, ``nargs`` and ``required``."""
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "flag": flag,
-            "label": label, "type": type, "cli": cli}
+            "label": label, "type": type, "cli": cli, "dest": dest, "metavar": metavar, "nargs": nargs,
+            "required": required}
     return field(default=default, metadata=meta)
 
 
@@ -71,6 +74,10 @@ class Option:
     flag: str | None  # None: not on the command line
     label: str
     type: Callable
+    dest: str = ""  # where the CLI stores the value (default: the name)
+    metavar: str | None = None
+    nargs: str | None = None
+    required: bool = False
 
 
 def options(cls) -> dict[str, Option]:
@@ -86,6 +93,8 @@ def options(cls) -> dict[str, Option]:
             flag=(m["flag"] or "--" + f.name.replace("_", "-")) if m["cli"] else None,
             label=m["label"] or f.name.replace("_", " "),
             type=m["type"] or (type(default) if default is not None else str),
+            dest=m.get("dest") or f.name, metavar=m.get("metavar"), nargs=m.get("nargs"),
+            required=bool(m.get("required")),
         )
     return out
 
@@ -181,6 +190,52 @@ def parse_rank(value: int | str | None) -> int | str | None:
             "of dense responses on the benchmark tasks."
         )
     return r
+
+
+# ----------------------------------------------------------------------------- data
+
+STANDARDIZE = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how it is split and noised: the options of
+    :func:`attrcore.data.load_dataset`, which checks them (``load_dataset(**cfg.kwargs())``).
+
+    ``standardize`` is written ``auto`` (on for user tables, the built-in's own choice
+    otherwise), ``on`` or ``off``; ``kwargs`` turns it into load_dataset's None / True / False.
+    """
+
+    source: str = option("digits", "built-in dataset (digits, mnist1d, breast_cancer, moons) or an NPZ/CSV path",
+                         flag="--train", dest="train", metavar="TRAIN", label="data set")
+    label_column: str | None = option(None, "CSV: the column holding the labels", type=str)
+    group_column: str | None = option(None, "CSV: a column whose values define sources (sources: group)", type=str)
+    test_fraction: float | None = option(
+        None, "held-out fraction (default 0.2); 0 = train on every row (no test split)", type=float)
+    eval_source: str | None = option(
+        None, "your own evaluation set (NPZ/CSV with the training features and labels): every training row is "
+        "trained on and FILE is the test split", type=str, flag="--eval", metavar="FILE", label="evaluation file")
+    standardize: str = option("auto", "rescale features to mean 0, sd 1 with training statistics (auto: on for "
+                              "user tables, the built-in's own choice otherwise)", choices=STANDARDIZE,
+                              label="standardise the features")
+    seed: int = option(0, "seed of the train/test split (default 0)", flag="--split-seed", dest="split_seed",
+                       label="split seed")
+    label_noise: float = option(0.0, "fraction of training labels to flip")
+    n_samples: int | None = option(None, "moons: number of points", type=int, label="points")
+    noise: float | None = option(None, "moons: noise level", type=float)
+    noise_pairs: str | None = option(None, "class-conditional label noise, e.g. '7:1,2:5' (examples of class 7 get "
+                                     "label 1)", type=str, cli=False)
+    noise_seed: int | None = option(None, "seed of the label noise alone (default: the split seed)", type=int,
+                                    cli=False)
+
+    def __post_init__(self) -> None:
+        _check_choice("standardize", self.standardize, STANDARDIZE, "standardisation")
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of :func:`attrcore.data.load_dataset`."""
+        d = asdict(self)
+        d["standardize"] = {"auto": None, "on": True, "off": False}[self.standardize]
+        return d
 
 
 # ----------------------------------------------------------------------------- model

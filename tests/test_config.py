@@ -93,3 +93,53 @@ def test_run_spec_round_trips_the_stored_config():
     assert spec.simulation.horizon == 3 and spec.train.epochs == 2 and spec.sources.kind == "class"
     assert RunSpec.from_dict(spec.to_dict()) == spec
     assert spec.fingerprint() == RunSpec.from_dict(spec.to_dict()).fingerprint()
+
+
+def test_data_options_are_declared_once_and_generate_the_data_flags():
+    from attrcore.config import DataConfig
+
+    opts = options(DataConfig)
+    assert set(opts) == set(DataConfig.__dataclass_fields__) and all(o.help for o in opts.values())
+    for command in (["train"], ["attribute"], ["evaluate", "--scores", "s.npy"]):
+        args = build_parser().parse_args(command)
+        assert config_from_args(DataConfig, args) == DataConfig()  # the CLI defaults are the options'
+    args = build_parser().parse_args(
+        ["train", "--train", "moons", "--split-seed", "3", "--seed", "5", "--standardize", "off", "--n-samples", "90",
+         "--eval", "e.csv", "--test-fraction", "0"]
+    )
+    data = config_from_args(DataConfig, args)
+    picked = (data.source, data.seed, data.standardize, data.n_samples, data.eval_source)
+    assert picked == ("moons", 3, "off", 90, "e.csv")
+    assert config_from_args(TrainConfig, args).seed == 5  # the split seed and the training seed stay apart
+    assert data.kwargs()["standardize"] is False and DataConfig().kwargs()["standardize"] is None
+    with pytest.raises(ConfigError, match="`standardize`"):
+        DataConfig(standardize="sometimes")
+
+
+def test_evaluate_and_bench_flags_are_generated_from_their_options():
+    from attrcore.cli.eval_commands import BenchOptions, EngineOptions, EvaluateOptions
+
+    args = build_parser().parse_args(["evaluate", "--scores", "s.npy"])
+    assert config_from_args(EvaluateOptions, args) == EvaluateOptions(scores="s.npy")
+    assert config_from_args(EngineOptions, args) == EngineOptions()
+    args = build_parser().parse_args(["evaluate", "--scores", "s.npy", "--loo", "--loo-seeds", "4", "5", "--jobs", "1"])
+    assert (args.loo, args.loo_seeds, args.jobs) == (True, [4, 5], 1)
+    assert config_from_args(BenchOptions, build_parser().parse_args(["bench"])) == BenchOptions()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--methods", "not-a-method"])  # choices from the metadata
+
+
+def test_the_option_to_flag_map_is_built_while_the_flags_are_generated():
+    from attrcore.data import load_dataset
+
+    flags = option_flags(build_parser())
+    expected = {"source": "--train", "seed": "--seed", "eval_source": "--eval", "test_fraction": "--test-fraction",
+                "models": "--ensemble", "top_k": "--top-k", "memory_budget_mb": "--memory-budget",
+                "curvature_batch_size": "--curvature-batch", "hidden": "--hidden", "sources": "--sources",
+                "overwrite": "--overwrite", "target_class": "--target-class", "loo_seeds": "--loo-seeds"}
+    assert {k: flags.get(k) for k in expected} == expected
+    with pytest.raises(ConfigError) as info:
+        load_dataset("digits", test_fraction=0.3, eval_source="elsewhere.csv")
+    text = info.value.render(flags)
+    assert "--test-fraction" in text and "--eval" in text and "`" not in text
+    assert "test fraction" in sup.error_text(info.value) and "evaluation file" in sup.error_text(info.value)

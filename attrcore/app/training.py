@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import SimulationConfig, TrainConfig, fingerprint, options, parse_hidden  # noqa: F401  (parse_hidden: for the page)
+from ..config import DataConfig, SimulationConfig, TrainConfig, fingerprint, options, parse_hidden  # noqa: F401  (parse_hidden: for the page)
 from ..data import uploads
 from ..data.datasets import BUILTIN_DATASETS, Dataset, load_dataset
 from ..engine.train import Progress
@@ -34,8 +34,8 @@ _EXTRA_LABELS = {
     "test_fraction": "test fraction",
     "eval_source": "evaluation file",
 }
-OPTION_LABELS: dict[str, str] = {
-    o.name: o.label for cls in (TrainConfig, SimulationConfig) for o in options(cls).values()
+OPTION_LABELS: dict[str, str] = {  # training's `seed` is named after the data's split seed
+    o.name: o.label for cls in (DataConfig, TrainConfig, SimulationConfig) for o in options(cls).values()
 } | _EXTRA_LABELS
 
 

@@ -1,10 +1,10 @@
-"""Command line for evaluation: ``evaluate`` and ``bench``, and ``attribute`` for baselines.
+"""Command line for evaluation: ``evaluate`` and ``bench``.
 
 Interface: :func:`register` ``(subparsers)`` adds the subcommands to the main parser of
 :mod:`attrcore.cli.main` (each sets ``func=handler(args)``; the main parser turns an
-:class:`~attrcore.errors.AttrcoreError` into ``error: …`` and exit status 2) and adds the
-baseline options to its ``attribute`` subcommand (run by
-:func:`attrcore.cli.attribute.cli_attribute`).
+:class:`~attrcore.errors.AttrcoreError` into ``error: …`` and exit status 2). Their flags
+are generated from the option sets :class:`EvaluateOptions`, :class:`BenchOptions` and
+:class:`EngineOptions` (and the data / model / training ones of :mod:`attrcore.cli.common`).
 
 ::
 
@@ -19,42 +19,88 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from ..config import TrainConfig, parse_hidden
+from ..config import TrainConfig, option, parse_hidden
 from ..data.datasets import load_queries
-from ..data.sources import SOURCE_KINDS, make_sources
-from ..engine.measures import MEASURES
+from ..data.sources import make_sources
 from ..engine.model import MLPConfig
 from ..errors import ConfigError, ShapeError
 from ..evaluation.bench import TASKS, run_bench
 from ..evaluation.ground_truth import lds_ground_truth, loo_ground_truth
 from ..evaluation.metrics import summarize
-from ..methods.registry import IF_SOLVERS, METHODS
-from .common import _dataset, add_data_flags, add_model_flags, config_from_args
+from ..methods.registry import METHODS
+from .common import (
+    SaveOptions,
+    ScoreOptions,
+    _dataset,
+    add_data_flags,
+    add_model_flags,
+    add_options,
+    config_from_args,
+    record_flags,
+)
 
 # ------------------------------------------------------------------------------ flags
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """``evaluate``: the score matrix and the ground truth it is judged against."""
+
+    scores: str | None = option(None, "float [n_queries, n_sources] matrix", type=str, metavar="SCORES.npy",
+                                required=True)
+    subsets: int = option(100, "number of random training subsets (default 100)")
+    fraction: float = option(0.5, "fraction of sources kept per subset (default 0.5)")
+    subset_seed: int = option(0, "seed of the subset draws")
+    ceiling_seeds: int = option(1, "extra seeds per subset for the seed-noise ceiling")
+    random_seeds: bool = option(False, "train subset k with seed --seed + k instead of --seed for all subsets")
+    loo: bool = option(False, "also compute leave-one-out correlations")
+    loo_k: int = option(40, "LOO: number of random sources removed (default 40)")
+    loo_seeds: tuple = option((0, 1, 2), "LOO: seeds averaged over", type=int, nargs="+")
+    json: str | None = option(None, "also write the results as JSON here", type=str, metavar="PATH")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """``bench``: which task, how much of it, where the report goes."""
+
+    task: str = option("digits-mlp", "the benchmark task", choices=sorted(TASKS))
+    quick: bool = option(False, "a small smoke setting (10 subsets, 3 epochs)")
+    subsets: int | None = option(None, "LDS subsets (default: the task's, 100; --quick: 10)", type=int)
+    queries: int | None = option(None, "use the first N test examples as queries (default: all)", type=int)
+    epochs: int | None = option(None, "override the task's number of epochs", type=int)
+    methods: tuple | None = option(None, "only these methods", type=str, nargs="+", metavar="METHOD",
+                                   choices=METHODS)
+    out: str = option("benchmarks", "directory for the table and JSON (default benchmarks)")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where the retraining runs."""
+
+    scheduler: str | None = option(None, "run the retraining on this Dask scheduler (default: joblib on this "
+                                   "machine)", type=str, metavar="tcp://HOST:PORT")
+    jobs: int = option(-1, "joblib workers (-1 = all cores, 1 = in process)")
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model and training flags of ``train`` (same names and defaults)."""
 
     add_model_flags(p, "model and training (must match the run that produced the scores)")
-    p.add_argument("--sources", default="example", choices=list(SOURCE_KINDS),
-                   help="what the score columns are (default: one per training example)")
+    record_flags(p, add_options(p, SaveOptions, only=("sources",)))
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("retraining engine")
-    g.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                   help="run the retraining on this Dask scheduler (default: joblib on this machine)")
-    g.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1 = all cores, 1 = in process)")
+    record_flags(p, add_options(p.add_argument_group("retraining engine"), EngineOptions))
 
 
 def register(subparsers) -> None:
-    """Add ``evaluate`` and ``bench`` to ``subparsers``, and baseline flags to ``attribute``."""
+    """Add ``evaluate`` and ``bench`` to ``subparsers``."""
 
     p = subparsers.add_parser(
         "evaluate", help="LDS (and LOO) of a score matrix against retrained models",
@@ -62,48 +108,21 @@ def register(subparsers) -> None:
                     "SCORES.npy ([n_queries, n_sources]) and, with --loo, its leave-one-out correlation.",
     )
     add_data_flags(p)
-    p.add_argument("--test", help="queries: the dataset's test split (default) or an NPZ/CSV path")
-    p.add_argument("--scores", required=True, metavar="SCORES.npy", help="float [n_queries, n_sources] matrix")
-    p.add_argument("--measure", default="margin", choices=list(MEASURES))
-    p.add_argument("--target-class", type=int, help="class for --measure logit/prob")
+    flags = add_options(p, ScoreOptions, only=("test",))
+    flags |= add_options(p, EvaluateOptions, only=("scores",))
+    flags |= add_options(p, ScoreOptions, only=("measure", "target_class"))
+    record_flags(p, flags)
     _add_model_flags(p)
     g = p.add_argument_group("ground truth")
-    g.add_argument("--subsets", type=int, default=100, help="number of random training subsets (default 100)")
-    g.add_argument("--fraction", type=float, default=0.5, help="fraction of sources kept per subset (default 0.5)")
-    g.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draws")
-    g.add_argument("--ceiling-seeds", type=int, default=1, help="extra seeds per subset for the seed-noise ceiling")
-    g.add_argument("--random-seeds", action="store_true",
-                   help="train subset k with seed --seed + k instead of --seed for all subsets")
-    g.add_argument("--loo", action="store_true", help="also compute leave-one-out correlations")
-    g.add_argument("--loo-k", type=int, default=40, help="LOO: number of random sources removed (default 40)")
-    g.add_argument("--loo-seeds", type=int, nargs="+", default=[0, 1, 2], help="LOO: seeds averaged over")
-    g.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    record_flags(p, add_options(g, EvaluateOptions, skip=("scores",)))
     _add_engine_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
-
     p = subparsers.add_parser(
         "bench", help="run every method on a benchmark task and write benchmarks/<task>.{md,json}")
-    p.add_argument("--task", default="digits-mlp", choices=sorted(TASKS))
-    p.add_argument("--quick", action="store_true", help="a small smoke setting (10 subsets, 3 epochs)")
-    p.add_argument("--subsets", type=int, help="LDS subsets (default: the task's, 100; --quick: 10)")
-    p.add_argument("--queries", type=int, help="use the first N test examples as queries (default: all)")
-    p.add_argument("--epochs", type=int, help="override the task's number of epochs")
-    p.add_argument("--methods", nargs="+", metavar="METHOD",
-                   choices=list(METHODS),
-                   help="only these methods")
-    p.add_argument("--out", default="benchmarks", help="directory for the table and JSON (default benchmarks)")
+    record_flags(p, add_options(p, BenchOptions))
     _add_engine_flags(p)
     p.set_defaults(func=cmd_bench)
-
-    attribute = getattr(subparsers, "choices", {}).get("attribute")
-    if attribute is not None:
-        g = attribute.add_argument_group("baselines (--method other than forward-only)")
-        g.add_argument("--if-solver", default="explicit", choices=list(IF_SOLVERS),
-                       help="--method if: explicit Hessian of the last layer (default) or CG over the "
-                            "whole network; --damping sets the damping")
-        g.add_argument("--lambda-reg", type=float,
-                       help="TRAK: ridge on the kernel (default: 0 below n training examples, automatic above)")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -111,8 +130,6 @@ def register(subparsers) -> None:
 
 def _progress_bar():
     """A tqdm bar over retrained models, restarted at each stage (LDS, LOO, ...)."""
-    from tqdm import tqdm  # the terminal progress bar only
-
     state: dict = {"bar": None, "stage": None}
 
     def cb(p) -> None:

@@ -18,8 +18,17 @@ import argparse
 import sys
 
 from ..errors import AttrcoreError
-from ..methods.registry import ALIASES, METHODS
-from .common import add_data_flags, add_score_flags, add_train_flags, option_flags
+from .common import (
+    GcOptions,
+    MethodOptions,
+    SaveOptions,
+    add_data_flags,
+    add_options,
+    add_score_flags,
+    add_train_flags,
+    option_flags,
+    record_flags,
+)
 from .eval_commands import register as register_eval_commands
 from .mislabel_commands import register as register_mislabel_commands
 from .run_commands import cmd_attribute, cmd_delete, cmd_gc, cmd_runs, cmd_score, cmd_show, cmd_train
@@ -31,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an MLP and simulate every source's response")
     add_data_flags(p)
     add_train_flags(p)
-    p.add_argument("--dry-run", action="store_true",
-                   help="check every option and print the memory and time estimate; train nothing")
+    record_flags(p, add_options(p, SaveOptions, only=("dry_run",)))
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("score", help="attribute queries with a saved run (forward evaluations only)")
     add_score_flags(p, with_run=True)
@@ -41,12 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     add_train_flags(p)
     add_score_flags(p, with_run=False)
-    p.add_argument("--method", default="forward-only",
-                   choices=[*METHODS, *ALIASES],
-                   help="forward-only (train + simulate, saved with --run) or a baseline; 'if' is the "
-                        "influence function with --if-solver")
-    p.add_argument("--ensemble", type=int, default=1, help="TRAK: number of models")
-    p.add_argument("--proj-dim", type=int, default=512, help="TRAK: projection dimension")
+    flags = add_options(p, MethodOptions, only=("method", "models", "proj_dim"))
+    g = p.add_argument_group("baselines (--method other than forward-only)")
+    record_flags(p, flags | add_options(g, MethodOptions, only=("if_solver", "lambda_reg")))
     p.set_defaults(func=cmd_attribute)
     p = sub.add_parser("runs", help="list saved runs")
     p.set_defaults(func=cmd_runs)
@@ -57,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_delete)
     p = sub.add_parser("gc", help="remove what killed saves left behind and uploads no run uses (also done on open)")
-    p.add_argument("--grace-seconds", type=float, default=900.0,
-                   help="keep unlocked leftovers younger than this (default 900; a dead writer's go at once)")
+    record_flags(p, add_options(p, GcOptions))
     p.set_defaults(func=cmd_gc)
     register_eval_commands(sub)
     register_mislabel_commands(sub)
+    for command in sub.choices.values():  # the option → flag map of every subcommand, for error messages
+        record_flags(parser, option_flags(command))
     return parser
 
 
