@@ -30,7 +30,11 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError as FutureCancelledError
 from dataclasses import dataclass, field
+
+from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from .errors import AttrcoreError, ConfigError
 
@@ -126,7 +130,7 @@ class Executor:
     @classmethod
     def _distributed(cls):
         try:
-            import distributed
+            import distributed  # heavy (~1 s): imported only when a Dask executor is asked for
         except ImportError:  # pragma: no cover - distributed is in requirements.txt
             raise ConfigError(
                 "Dask was asked for but the 'distributed' package is missing; "
@@ -151,7 +155,7 @@ class Executor:
     @classmethod
     def _local_cluster(cls, workers: int, memory_limit_mb: float | None) -> Executor:
         distributed = cls._distributed()
-        import dask
+        import dask  # with distributed: only for a Dask executor
 
         one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         with dask.config.set({"distributed.scheduler.allowed-failures": DASK_ALLOWED_FAILURES}):
@@ -208,9 +212,6 @@ class Executor:
                 yield i, fn(item, *shared)
 
     def _joblib(self, fn, items, shared, base: int):
-        from joblib import Parallel, delayed
-        from joblib.externals.loky.process_executor import TerminatedWorkerError
-
         todo = list(range(len(items)))
         for attempt in range(JOBLIB_RETRIES + 1):
             done: set[int] = set()
@@ -239,8 +240,6 @@ class Executor:
         data is recomputed by the scheduler on whichever worker is up, like any other task
         lost with a worker, so a worker death never needs handling here.
         """
-        from concurrent.futures import CancelledError
-
         distributed = self._distributed()
         client = self.client
         sent: list = []
@@ -260,7 +259,7 @@ class Executor:
                         f"task {i} of {len(items)} killed its worker {DASK_ALLOWED_FAILURES} times and was "
                         "given up (out of memory?); lower the memory budget or use more, smaller shards."
                     ) from None
-                except CancelledError:
+                except FutureCancelledError:
                     raise ExecutionError(
                         f"task {i} of {len(items)} was cancelled on the Dask cluster (was the scheduler or "
                         "client restarted?); run again."

@@ -27,6 +27,7 @@ from torch import Tensor
 from .config import SimulationConfig, TrainConfig, fingerprint
 from .data.datasets import Dataset, load_dataset, rebuild_dataset
 from .data.sources import Sources, make_sources
+from .engine.choose import choose_simulation
 from .engine.compress import CompressedResponses, rank_for
 from .engine.estimate import EstimateWarning, check_estimate, estimate_training
 from .engine.model import MLP, MLPConfig
@@ -367,8 +368,6 @@ def fit(
         )
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, tuple(hidden), activation)
     if simulation is None:
-        from .engine.choose import choose_simulation
-
         choice = choose_simulation(mcfg, train_config, dataset.n_train, src.m)
         simulation, simulation_reason = choice.config, choice.reason
     mlp = MLP(mcfg)

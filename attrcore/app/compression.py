@@ -19,13 +19,14 @@ from pathlib import Path
 
 from ..config import SimulationConfig, TrainConfig
 from ..data.datasets import Dataset
+from ..data.sources import make_sources
 from ..engine.compress import CompressedResponses, compress_dense, rank_for
+from ..engine.estimate import check_estimate, estimate_training
+from ..errors import ConfigError
 from ..run import TrainedRun
 
 
 def _n_sources(dataset: Dataset, sources: str) -> int:
-    from ..data.sources import make_sources
-
     try:
         return make_sources(dataset, sources).m
     except Exception:  # noqa: BLE001 - an estimate: fall back to one source per example
@@ -45,9 +46,6 @@ def simulation_estimate(
     range ``seconds_low``/``seconds_high``, ``problem`` (why training would be refused, or
     None), ``warnings`` and ``m``, ``p``.
     """
-    from ..engine.estimate import check_estimate, estimate_training
-    from ..errors import ConfigError
-
     m = _n_sources(dataset, sources)
     est = estimate_training(dataset.n_train, dataset.n_features, dataset.n_classes, tuple(hidden), train, sim, m)
     p = est.n_params

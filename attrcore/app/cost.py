@@ -20,6 +20,7 @@ from ..methods import registry as bl
 from ..run import TrainedRun
 from ..store.runstore import RunStore
 from .baselines import _baseline_options, baselines_available
+from .compression import compressed_variant
 from .evaluation import _run_sources
 from .explore import query_pool
 
@@ -131,8 +132,6 @@ def measure_cost(
     if run.compressed:
         out["forward_rank"] = run.responses.rank
     else:  # a dense run: its rank-256 compression too (compress_dense, Δ ≈ C Qᵀ)
-        from .compression import compressed_variant
-
         say("forward-only readout, compressed responses", 0.45)
         comp = compressed_variant(run)
         c = measure_readout_cost(comp, X, y, query_counts)

@@ -21,9 +21,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..config import parse_hidden
+from ..data.datasets import load_dataset
 from ..errors import ConfigError
+from ..mislabel import compute_signals, detection_rows, finding, format_table, ranking_frame, report_dict
+from ..mislabel.fix import apply_marks, export, fix_top, retrain_with_marks
+from ..mislabel.marks import clear_marks, load_marks, marked_runs, marks_from_csv, marks_to_frame, set_marks
+from ..mislabel.signals import SIGNALS, parse_signals
+from ..run import TrainedRun, fit
 from .common import _configs, _progress_bar, _store, add_train_flags
 
 __all__ = ["cmd_export", "cmd_marks", "cmd_mislabel", "cmd_relabel", "register"]
@@ -66,8 +73,6 @@ def _add_noisy_data_flags(p: argparse.ArgumentParser, with_noise: bool = True) -
 
 
 def _noisy_dataset(args, with_noise: bool = True):
-    from ..data.datasets import load_dataset
-
     kwargs = {}
     if with_noise:
         if not 0 <= args.noise < 1:
@@ -90,8 +95,6 @@ def _noisy_dataset(args, with_noise: bool = True):
 
 
 def register(subparsers) -> None:
-    from ..mislabel.signals import SIGNALS
-
     p = subparsers.add_parser(
         "mislabel",
         help="inject label noise, rank every training example by suspicion, report ROC-AUC per signal",
@@ -143,8 +146,6 @@ def _check_out(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
 
 def _stage_bar():
     """A tqdm bar that restarts for every stage (signal, extra model) it is told about."""
-    from tqdm import tqdm
-
     bar = tqdm(total=1, file=sys.stderr, disable=None, leave=False)
     stage = {"name": None}
 
@@ -160,11 +161,6 @@ def _stage_bar():
 
 
 def cmd_mislabel(args):
-    from ..mislabel import compute_signals, detection_rows, finding, format_table, ranking_frame, report_dict
-    from ..mislabel.fix import fix_top, retrain_with_marks
-    from ..mislabel.signals import parse_signals
-    from ..run import fit
-
     signals = parse_signals(args.signals)
     _check_out(args.report, (".json",), "--report")
     _check_out(args.out, (".csv",), "--out")
@@ -245,8 +241,6 @@ def cmd_mislabel(args):
 
 
 def _print_marks(marks, class_names) -> None:
-    from ..mislabel.marks import marks_to_frame
-
     if not marks:
         print("no marks")
         return
@@ -254,9 +248,6 @@ def _print_marks(marks, class_names) -> None:
 
 
 def cmd_marks(args):
-    from ..mislabel.marks import clear_marks, load_marks, marked_runs, marks_from_csv, set_marks
-    from ..run import TrainedRun
-
     store = _store()
     if args.clear:
         print(f"removed {clear_marks(store, args.name)} mark(s) of run '{args.name}'")
@@ -279,10 +270,6 @@ def cmd_marks(args):
 
 
 def cmd_relabel(args):
-    from ..mislabel.fix import apply_marks, export, retrain_with_marks
-    from ..mislabel.marks import load_marks, marks_from_csv, set_marks
-    from ..run import TrainedRun
-
     _check_out(args.out, (".csv", ".npz"), "--out")
     store = _store()
     if not store.exists(args.run):
@@ -313,10 +300,6 @@ def cmd_relabel(args):
 
 
 def cmd_export(args):
-    from ..mislabel.fix import apply_marks, export
-    from ..mislabel.marks import load_marks, marks_from_csv, set_marks
-    from ..run import TrainedRun
-
     _check_out(args.out, (".csv", ".npz"), "--out")
     if args.run:
         store = _store()

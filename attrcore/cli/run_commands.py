@@ -14,8 +14,12 @@ import pandas as pd
 
 from ..config import parse_hidden
 from ..data.datasets import load_queries
+from ..data.sources import make_sources
+from ..engine.estimate import check_estimate, estimate_training
 from ..engine.measures import check_labels
+from ..engine.readout import _fmt_bytes, result_bytes
 from ..errors import ConfigError
+from ..executors import Executor
 from ..run import TrainedRun, fit
 from .attribute import cli_attribute
 from .common import _chosen_simulation, _configs, _dataset, _print_top, _progress_bar, _queries, _store
@@ -26,7 +30,6 @@ def _executor(args):
     workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
     if workers is None and scheduler is None:
         return None
-    from ..executors import Executor
 
     return Executor.resolve(scheduler=scheduler, workers=workers)
 
@@ -43,8 +46,6 @@ def cmd_train(args, keep: bool = False, before=None):
     train_cfg, sim = _configs(args, choose=True)
     reason = None
     if sim is None:  # no option chose the simulation: the measured default for this model and data
-        from ..data.sources import make_sources
-
         sim, reason = _chosen_simulation(args, dataset, train_cfg, make_sources(dataset, args.sources).m)
     if before is not None:
         before(dataset)
@@ -82,9 +83,6 @@ def cmd_train(args, keep: bool = False, before=None):
 
 def _dry_run(args, dataset, train_cfg, sim):
     """``train --dry-run``: every check and the estimate, no training."""
-    from ..data.sources import make_sources
-    from ..engine.estimate import check_estimate, estimate_training
-
     hidden = parse_hidden(args.hidden)
     m = make_sources(dataset, args.sources).m
     est = estimate_training(dataset.n_train, dataset.n_features, dataset.n_classes, hidden, train_cfg, sim, m)
@@ -111,8 +109,6 @@ def _query_rows(text, n: int) -> slice:
 
 
 def cmd_score(args, run=None):
-    from ..engine.readout import _fmt_bytes, result_bytes
-
     budget = getattr(args, "memory_budget_mb", 1024.0)
     if run is None:  # responses larger than the budget are memory-mapped, streamed from disk
         run = TrainedRun.load(_store(), args.run, memory_budget_mb=budget)

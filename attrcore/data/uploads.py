@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
+from ..store import RunStore
 
 UPLOAD_SUFFIXES = (".csv", ".npz")
 MAX_UPLOAD_MB = 200
@@ -23,8 +24,6 @@ def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
     removes unused uploads, and a rejected one can go at once with ``discard_upload``).
     Nothing is parsed or unpickled here.
     """
-    from ..store import RunStore
-
     suffix = Path(filename).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise DataError(
@@ -40,8 +39,6 @@ def save_upload(home: str | os.PathLike, filename: str, data: bytes) -> Path:
 
 def discard_upload(home: str | os.PathLike, path: str | os.PathLike) -> bool:
     """Delete an upload at once unless a run uses it (a file the page rejected)."""
-    from ..store import RunStore
-
     return RunStore(home).discard_upload(path)
 
 

@@ -160,8 +160,6 @@ def roc_auc(is_flipped, scores) -> float:
     ``is_flipped [n]`` bool, ``scores [n]`` (higher = more suspicious). Mann–Whitney form:
     (Σ midranks of the flipped − n₊(n₊+1)/2) / (n₊ n₋).
     """
-    from scipy.stats import rankdata
-
     y, s = _detection_inputs(is_flipped, scores)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos

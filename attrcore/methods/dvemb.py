@@ -25,6 +25,7 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..engine.measures import measure as measure_fn
 from ..engine.model import MLP
+from ..engine.train import Replay, batch_orders, step_learning_rates
 from ..errors import ConfigError
 from .base import Attributor
 
@@ -76,10 +77,9 @@ class DVEmb(Attributor):
         return loss
 
     def _setup(self, X, y):
+        # dattri is a heavy import (and pulls in its own dependencies): only when DVEmb is used
         from dattri.algorithm.dvemb import DVEmbAttributor
         from dattri.task import AttributionTask
-
-        from ..engine.train import Replay, batch_orders, step_learning_rates
 
         cfg = self.train_config
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32

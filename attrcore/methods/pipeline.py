@@ -16,6 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from ..config import SimulationConfig, TrainConfig
+from ..engine.choose import choose_simulation
 from ..engine.model import MLP
 from ..engine.train import ProgressFn, train
 from ..errors import ConfigError
@@ -72,7 +73,6 @@ def train_models(
         kwargs: dict = {}
         if info.needs_simulation:
             if simulation is None:  # the measured default for this model and data (engine/choose.py)
-                from ..engine.choose import choose_simulation
 
                 m = getattr(sources, "m", None) if sources is not None else None
                 simulation = choose_simulation(mlp.config, train_config, len(X), m).config

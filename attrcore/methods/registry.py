@@ -17,6 +17,7 @@ from ..engine.model import MLP
 from ..engine.train import train
 from ..errors import ConfigError
 from .base import Attributor
+from .dvemb import DVEmb
 from .forward_only import ForwardOnly
 from .influence import InfluenceCG, InfluenceExplicit
 from .simple import GradDot, RandomScores
@@ -104,8 +105,6 @@ def make_method(method: str, mlp: MLP, runs: Sequence, train_cfg: TrainConfig, *
     if method == "random":
         return RandomScores(mlp, **common, **options)
     if method == "dvemb":
-        from .dvemb import DVEmb  # dattri is imported only when DVEmb is used
-
         return DVEmb(mlp, run.theta, train_cfg, **common, **options)
     epochs = sorted(e for e in run.checkpoints if e < train_cfg.epochs)
     if not epochs:

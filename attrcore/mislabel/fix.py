@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ..data.files import EXPORT_NOTE_COLUMNS
 from ..engine.train import train
 from ..errors import ConfigError, DataError
 from .marks import Mark
@@ -203,10 +205,6 @@ def retrain_with_marks(
 
 
 def _frame(c: CleanedData):
-    import pandas as pd
-
-    from ..data.files import EXPORT_NOTE_COLUMNS
-
     df = pd.DataFrame(c.X, columns=list(c.feature_names))
     df[c.label_column] = [c.class_names[i] for i in c.y]
     if c.groups is not None:

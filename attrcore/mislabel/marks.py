@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 
 from ..config import fingerprint
 from ..errors import ConfigError, DataError, RunNotFoundError
@@ -188,8 +189,6 @@ def marked_runs(store) -> list[dict]:
 
 def marks_to_frame(marks: Mapping[int, Mark], class_names):
     """A table ``index, action, label`` (label = class name, empty unless relabel)."""
-    import pandas as pd
-
     rows = [
         {"index": m.index, "action": m.action, "label": "" if m.label is None else class_names[m.label]}
         for _, m in sorted(marks.items())
@@ -233,8 +232,6 @@ def marks_from_frame(df, class_names, n_train: int, where: str = "the marks") ->
 
 
 def marks_from_csv(path: str | os.PathLike, class_names, n_train: int) -> dict[int, Mark]:
-    import pandas as pd
-
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..data.datasets import load_dataset, parse_noise_pairs
 from ..errors import ConfigError
@@ -55,8 +56,6 @@ class NoiseSpec:
 
 def flip_table(dataset):
     """The injected flips: ``index, clean_label, given_label`` (class names)."""
-    import pandas as pd
-
     names = [str(c) for c in dataset.class_names]
     idx = np.asarray(dataset.flipped, dtype=np.int64)
     return pd.DataFrame(

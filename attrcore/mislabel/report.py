@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 
 from ..evaluation.metrics import average_precision, found_at, found_vs_inspected, roc_auc
 from .signals import SIGNALS, SignalResult
@@ -73,8 +74,6 @@ def ranking_frame(dataset, results: Mapping[str, SignalResult]):
     """One row per training example: ``index, given_label`` (``clean_label``, ``flipped``
     when noise was injected), then ``<id>`` score and ``<id>_rank`` (1 = most suspicious)
     per signal; sorted by the first signal's rank."""
-    import pandas as pd
-
     names = [str(c) for c in dataset.class_names]
     df = pd.DataFrame({"index": np.arange(dataset.n_train), "given_label": [names[c] for c in dataset.y_train]})
     if len(dataset.flipped):

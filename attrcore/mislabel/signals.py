@@ -38,11 +38,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from ..config import TrainConfig
 from ..engine.measures import measure as measure_fn
+from ..engine.model import MLP, MLPConfig
 from ..engine.readout import self_scores
 from ..engine.train import Progress, train
-from ..errors import ConfigError
+from ..errors import CancelledError, ConfigError
+from ..methods import TRAK, InfluenceExplicit
 
 __all__ = [
     "SIGNALS",
@@ -183,7 +187,6 @@ def compute_signal(run, signal: str, progress: Callable | None = None) -> Signal
         M = 1 if signal == "trak-1" else 10
         thetas, setup = _ensemble(run, X, y, M, progress)
         t0 = time.perf_counter()
-        from ..methods import TRAK
 
         k = int(min(512, max(16, ds.n_train // 2 - 1)))
         with warnings.catch_warnings():
@@ -194,8 +197,6 @@ def compute_signal(run, signal: str, progress: Callable | None = None) -> Signal
             att.close()
         meta = {"models": M, "proj_dim": k, **att.meta}
     elif signal == "if":
-        from ..methods import InfluenceExplicit
-
         att = InfluenceExplicit(run.mlp, run.theta, run.train_config.weight_decay, layers="last", measure="loss")
         att.fit(X, y)
         scores = -_diagonal(att, X, y)
@@ -254,9 +255,6 @@ class RecipeClassifier(ClassifierMixin, BaseEstimator):
         self.n_classes = n_classes
 
     def fit(self, X, y):
-        from ..config import TrainConfig
-        from ..engine.model import MLP, MLPConfig
-
         cfg = TrainConfig.from_dict(self.train_config or {})
         self.mlp_ = MLP(MLPConfig(X.shape[1], int(self.n_classes), tuple(self.hidden), self.activation))
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -277,8 +275,7 @@ class RecipeClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _cleanlab_scores(run, progress, folds: int = 5) -> tuple[np.ndarray, dict]:
-    from cleanlab.filter import find_label_issues
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from cleanlab.filter import find_label_issues  # heavy import: only when the cleanlab signal is asked for
 
     ds = run.dataset
     y = ds.y_train
@@ -303,8 +300,6 @@ def compute_signals(
     out = {}
     for i, s in enumerate(ids):
         if progress is not None and progress(Progress("rank", i, len(ids), {"signal": s})) is False:
-            from ..errors import CancelledError
-
             raise CancelledError("ranking cancelled; nothing was stored.")
         out[s] = compute_signal(run, s, progress)
     if progress is not None:
