@@ -120,8 +120,12 @@ class Horizon:
       derivative of the final parameters);
     - ``stationary``: K Neumann steps at the final parameters; ``full`` is not allowed.
 
-    Written as ``"full"`` or ``"16"`` (:meth:`parse`, ``str``); a config stores the steps
-    as ``int | None`` (None = full).
+    Every conversion goes through this class: :meth:`parse` reads any written form (``"full"``,
+    ``"16"``, 16, None = full), ``str`` writes the stored one (``"full"`` / ``"16"``, what run
+    configs have always held), :meth:`plot_x` / :meth:`from_plot_x` place it on a log-K axis.
+    :attr:`SimulationConfig.horizon` holds :attr:`steps` (``int | None``; it takes a
+    :class:`Horizon` too), so the engine reads a plain number; the :class:`Horizon` of a
+    config is :attr:`SimulationConfig.horizon_value`.
     """
 
     steps: int | None  # None = full
@@ -160,6 +164,11 @@ class Horizon:
     def plot_x(self) -> float:
         """The x position of this horizon on a log-K axis (:attr:`PLOT_FULL` for full)."""
         return self.PLOT_FULL if self.steps is None else float(self.steps)
+
+    @classmethod
+    def from_plot_x(cls, x: float) -> Horizon:
+        """The horizon at position ``x`` of a log-K axis (the inverse of :meth:`plot_x`)."""
+        return cls(None) if x == cls.PLOT_FULL else cls(int(x))
 
     @staticmethod
     def meaning(scheme: str) -> str:
@@ -317,12 +326,15 @@ class SimulationConfig:
       −(H + damping·I)⁻¹ ḡ_j (``None`` is not allowed here).
     - ``scheme="none"``: train only.
 
-    ``horizon`` is stored as ``int | None``; :attr:`horizon_value` is the same as a
-    :class:`Horizon`, and :meth:`with_horizon` builds a config from any written form.
+    ``horizon`` is a number of steps, None (full) or a :class:`Horizon`; the field holds the
+    steps (``int | None``), which is what the engine reads, and :attr:`horizon_value` is
+    the :class:`Horizon`. Written forms (``"full"``, ``"16"``) go through
+    :meth:`Horizon.parse`: :meth:`with_horizon`, :meth:`from_dict` (the stored JSON keeps
+    ``"full"`` / ``"16"``) and the CLI.
     """
 
     scheme: str = option("trajectory", "how responses are simulated (none = train only)", choices=SCHEMES)
-    horizon: int | None = option(None, "K: an integer ≥ 0, or 'full' (trajectory)", type=parse_horizon,
+    horizon: int | None = option(None, "K: an integer ≥ 0, or 'full' (trajectory)", type=Horizon.parse,
                                  label="horizon K")
     curvature: str = option("hessian", "curvature of the training loss used in the simulation (ekfac: "
                             "trajectory only, continuous-time propagation in a per-segment EK-FAC eigenbasis)",
@@ -355,12 +367,9 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         _check_choice("scheme", self.scheme, SCHEMES)
-        if self.horizon is not None and (
-            isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0
-        ):
-            raise ConfigError(
-                f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {self.horizon!r}."
-            )
+        # a number of steps, None (full) or a Horizon (written forms: from_dict / with_horizon)
+        horizon = self.horizon if isinstance(self.horizon, Horizon) else Horizon(self.horizon)
+        object.__setattr__(self, "horizon", horizon.steps)
         if self.scheme == "stationary" and (self.horizon is None or self.horizon < 1):
             raise ConfigError(
                 "the stationary scheme needs a number of Neumann steps: set `horizon` to K ≥ 1 (e.g. 100)."
@@ -406,11 +415,11 @@ class SimulationConfig:
     @classmethod
     def with_horizon(cls, horizon: Horizon | int | str | None, **kwargs) -> SimulationConfig:
         """A config whose horizon is given in any written form (``"full"``, ``"16"``, 16)."""
-        return cls(horizon=Horizon.parse(horizon).steps, **kwargs)
+        return cls(horizon=Horizon.parse(horizon), **kwargs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["horizon"] = self.horizon_label
+        d["horizon"] = str(self.horizon_value)  # the stored form: "full" / "16"
         return d
 
     @classmethod
@@ -418,7 +427,7 @@ class SimulationConfig:
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         if "horizon" in d:
-            d["horizon"] = parse_horizon(d["horizon"])
+            d["horizon"] = Horizon.parse(d["horizon"])  # stored as "full" / "16"
         return cls(**d)
 
 

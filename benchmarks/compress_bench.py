@@ -32,7 +32,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from attrcore.config import SimulationConfig  # noqa: E402
+from attrcore.config import SimulationConfig, parse_horizon  # noqa: E402
 from attrcore.engine.compress import CompressedResponses, compress_dense  # noqa: E402
 from attrcore.engine.model import MLP  # noqa: E402
 from attrcore.engine.readout import score as readout_score  # noqa: E402
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
 
     task = args.task
     horizon = args.horizon or ("full" if task == "digits-mlp" else "4")
-    K = None if horizon == "full" else int(horizon)
+    K = parse_horizon(horizon)
     t_start = time.perf_counter()
     ds, mcfg, cfg = task_setup(task, args.epochs)
     mlp = MLP(mcfg)

@@ -143,3 +143,24 @@ def test_the_option_to_flag_map_is_built_while_the_flags_are_generated():
     text = info.value.render(flags)
     assert "--test-fraction" in text and "--eval" in text and "`" not in text
     assert "test fraction" in sup.error_text(info.value) and "evaluation file" in sup.error_text(info.value)
+
+
+def test_every_horizon_conversion_goes_through_horizon():
+    from attrcore.engine.compress import rank_for
+
+    for written, steps in (("full", None), (None, None), ("16", 16), (16, 16), (Horizon(3), 3), (" Full ", None)):
+        sim = SimulationConfig.with_horizon(written)
+        assert SimulationConfig(horizon=Horizon.parse(written)) == sim
+        assert sim.horizon == steps and sim.horizon_value == Horizon(steps)
+        assert sim.to_dict()["horizon"] == ("full" if steps is None else str(steps))  # the stored form
+        assert SimulationConfig.from_dict(sim.to_dict()) == sim
+    for bad in ("-1", 2.5, True, "abc", "16"):  # a config takes steps or a Horizon, not text
+        with pytest.raises(ConfigError, match="horizon must be a whole number"):
+            SimulationConfig(horizon=bad)
+    for h in (Horizon(None), Horizon(0), Horizon(64)):
+        assert Horizon.from_plot_x(h.plot_x()) == h and sup.horizon_tick(sup.horizon_x(str(h))) == str(h)
+    # a stored dict and a config read their horizon the same way
+    for horizon in ("full", "4", None, 4):
+        sim = SimulationConfig.with_horizon(horizon, rank="auto")
+        assert rank_for(sim, 5000, 100_000) == rank_for(sim.to_dict(), 5000, 100_000) == rank_for(
+            {"scheme": "trajectory", "horizon": horizon, "rank": "auto"}, 5000, 100_000)

@@ -181,7 +181,7 @@ def horizon_x(label) -> float:
 
 def horizon_tick(x: float) -> str:
     """The tick label of a plotting position from :func:`horizon_x`."""
-    return "full" if x == Horizon.PLOT_FULL else str(int(x))
+    return str(Horizon.from_plot_x(x))
 
 
 def bench_docs(folder: str | os.PathLike) -> list[dict]:

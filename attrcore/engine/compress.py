@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..config import Horizon
 from ..errors import ConfigError, DivergenceError
 from .simulate import ShortTrajectory, _data_curvatures, chunk_rows, chunked_hvp, propagate
 from .tangents import Tangents
@@ -177,7 +178,7 @@ def rank_for(sim, m: int, p: int) -> tuple[int | None, str]:
     """:func:`resolve_rank` for a simulation (a ``SimulationConfig`` or its stored dict)."""
     get = sim.get if isinstance(sim, dict) else lambda k, d=None: getattr(sim, k, d)
     horizon = get("horizon")
-    finite = get("scheme", "trajectory") == "trajectory" and horizon not in (None, "full")
+    finite = get("scheme", "trajectory") == "trajectory" and not Horizon.parse(horizon).full
     rank, reason = resolve_rank(get("rank"), m, p, finite_horizon=finite)
     if rank is not None and get("compression", "svd") == "query-aware":
         reason += ", query-aware (dense responses, then the best rank for the training points' gradients)"
