@@ -22,6 +22,7 @@ import streamlit as st
 
 from attrcore import RunStore, TrainedRun
 from attrcore import app as sup
+from attrcore.app.explore import KIND_WORDS  # noqa: F401  (the pages' names of kinds of data: sh.KIND_WORDS)
 from attrcore.data.datasets import Dataset, rebuild_dataset
 
 _ROUTER = threading.local()  # per script thread: is app.py's st.navigation running this page?
@@ -109,9 +110,6 @@ def job(
     elif rerun:
         st.rerun()
     return outcome
-
-
-KIND_WORDS = {"image": "images", "signal": "signals", "tabular": "table rows", "points": "2-D points"}
 
 
 # ----------------------------------------------------------------------------- store

@@ -4,11 +4,11 @@ prediction against real retraining (the counterfactual check)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from attrcore import app as sup
 from attrcore import plots
+from attrcore.app import explore as ex
 from pages import _shared as sh
 
 run, version = sh.run_page(
@@ -31,38 +31,23 @@ k = st.sidebar.slider("k (examples of each sign)", 3, 24, 8, key="explore_k")
 per_example = run.sources_kind == "example"
 
 ROWS_PER_PAGE = 500  # table rows / scatter points drawn at once: a page, not the whole split
-QX, Qy, query_split = sup.query_pool(ds)  # the test split, or the training rows of a run without one
-if query_split == "train":
+view = ex.QueryView.of(run, sh.predictions(H, run.name, version))  # the test split, or a run's own rows
+QX, Qy, P, pred, names = view.X, view.y, view.probs, view.pred, view.class_names
+if view.split == "train":
     st.info("This run was trained on every row (no test split): its queries are its own training examples.")
-P = sh.predictions(H, run.name, version)  # [n_test, C]
-pred = P.argmax(1)
-names = ds.class_names
-sim = run.simulation
-st.caption(
-    f"Run **{run.name}** · {ds.name} ({sh.KIND_WORDS.get(ds.kind, ds.kind)}) · {run.simulation.scheme} "
-    f"K={sim.horizon_label} · {run.n_sources} sources ({run.sources_kind}) · "
-    f"test accuracy {run.metrics.get('test_accuracy', float('nan')):.1%}"
-)
+st.caption(ex.run_caption(run))
 
 # ----------------------------------------------------------------------------- query picker
 st.subheader("1 · Pick a query")
 n_test = len(QX)
-wrong = np.flatnonzero(pred != Qy)
-filters = ["all", "misclassified"] + [f"class {c}" for c in names]
-flt = st.pills("Show", filters, default="all", key="explore_filter", required=True)
-if flt == "misclassified":
-    candidates = wrong
-elif flt and flt.startswith("class "):
-    candidates = np.flatnonzero(Qy == names.index(flt[len("class ") :]))
-else:
-    candidates = np.arange(n_test)
-if len(candidates) == 0:
+flt = st.pills("Show", view.filters(), default="all", key="explore_filter", required=True)
+candidates, nothing_matched = view.filter(flt)
+if nothing_matched:
     st.info("No test example matches this filter (no mistakes: a good model!). Showing all.")
-    candidates = np.arange(n_test)
 
 if st.session_state.get("query_run") != run.name or st.session_state.get("query", -1) >= n_test:
     st.session_state["query_run"] = run.name
-    st.session_state["query"] = int(wrong[0]) if len(wrong) else 0
+    st.session_state["query"] = view.first_query()
 q = int(st.session_state["query"])
 select_key = f"explore_select_{run.name}_{flt}"
 
@@ -80,11 +65,6 @@ def pick_from(chart_key: str) -> None:
         set_query(i)
 
 
-def qlabel(i: int) -> str:
-    mark = "" if pred[i] == Qy[i] else " (wrong)"
-    return f"#{i} · true {names[Qy[i]]} · predicted {names[pred[i]]}{mark}"
-
-
 candidates_list = [int(i) for i in candidates]
 if select_key not in st.session_state or st.session_state[select_key] not in candidates_list:
     st.session_state[select_key] = q if q in candidates_list else candidates_list[0]
@@ -92,7 +72,7 @@ st.selectbox(
     "Query",
     candidates_list,
     key=select_key,
-    format_func=qlabel,
+    format_func=view.label,
     on_change=lambda: st.session_state.update(query=st.session_state[select_key]),
 )
 q = int(st.session_state[select_key])
@@ -111,10 +91,8 @@ if ds.kind in ("image", "signal"):
         cols=12,
         selectable=True,
         selected=q,
-        titles=[
-            f"{names[Qy[i]]}→{names[pred[i]]}" if pred[i] != Qy[i] else names[Qy[i]] for i in shown
-        ],
-        border_colours=[plots.OPPONENT if pred[i] != Qy[i] else None for i in shown],
+        titles=view.gallery_titles(shown),
+        border_colours=view.gallery_borders(shown),
         cell_px=75,
     )
     gallery_key = f"explore_gallery_{run.name}_{flt}_{page}"
@@ -128,10 +106,7 @@ elif ds.kind == "points":
     st.caption("Click a test point to make it the query.")
 else:
     shown = sup.page_of(candidates, st.session_state.get(f"explore_rows_page_{flt}", 1), ROWS_PER_PAGE)
-    table = pd.DataFrame(QX[shown], columns=list(ds.feature_names))
-    table.insert(0, "predicted", [names[pred[i]] for i in shown])
-    table.insert(0, "true", [names[Qy[i]] for i in shown])
-    table.insert(0, "id", shown)
+    table = view.table(shown, ds.feature_names)
     table_key = f"explore_table_{run.name}_{flt}"
 
     def _row_picked() -> None:
@@ -161,24 +136,16 @@ with qc:
         st.markdown(f"Point ({QX[q, 0]:.2f}, {QX[q, 1]:.2f})")
     else:
         st.dataframe(
-            pd.DataFrame({"feature": ds.feature_names, "value": QX[q]}),
+            view.feature_table(q, ds.feature_names),
             hide_index=True,
             height=min(400, 35 * (ds.n_features + 1) + 3),
         )
 with info:
-    ok = pred[q] == Qy[q]
-    st.markdown(
-        f"True label **{names[Qy[q]]}**, predicted **{names[pred[q]]}** "
-        f"with probability {P[q, pred[q]]:.1%} {'(correct)' if ok else '(wrong)'}"
-    )
+    st.markdown(view.verdict(q))
     f_q = float(sup.measurements(run, QX[[q]], Qy[[q]], measure)[0])
-    st.markdown(
-        f"Measurement f = {measure} = **{f_q:+.3f}**. Sum of all scores: {row.sum():+.3f}; "
-        f"{(row > 0).sum()} source(s) push f up, {(row < 0).sum()} push it down."
-    )
-    top = np.argsort(-P[q])[: min(5, len(names))]
+    st.markdown(ex.measurement_text(measure, f_q, row))
     st.dataframe(
-        pd.DataFrame({"class": [names[c] for c in top], "probability": P[q, top]}),
+        view.top_classes(q),
         hide_index=True,
         column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")},
     )
@@ -187,13 +154,8 @@ tab_attr, tab_cmp, tab_cf = st.tabs(["Proponents and opponents", "Compare method
 
 
 def source_label(j: int) -> str:
-    if per_example:
-        flip = " (flipped!)" if j in flipped else ""
-        return f"#{j} · {names[ds.y_train[j]]}{flip}"
-    return run.source_names[j]
+    return ex.source_label(run, j)
 
-
-flipped = set(ds.flipped.tolist())
 
 with tab_attr:
     if per_example:
@@ -202,7 +164,7 @@ with tab_attr:
             ("Opponents (push f down)", neg, plots.OPPONENT, "opp"),
         ):
             st.markdown(f"**{title}**")
-            titles = [f"{names[ds.y_train[j]]} · {row[j]:+.2g}" for j in idx]
+            titles = ex.score_titles(run, idx, row)
             if ds.kind in ("image", "signal"):
                 sh.chart(
                     plots.example_mosaic(
@@ -227,17 +189,8 @@ with tab_attr:
                     f"explore_{key}_{q}_{k}",
                 )
             else:
-                st.dataframe(
-                    pd.DataFrame(
-                        {
-                            "source": [source_label(j) for j in idx],
-                            "score": row[idx],
-                            **{f: ds.X_train[idx, c] for c, f in enumerate(ds.feature_names)},
-                        }
-                    ),
-                    hide_index=True,
-                )
-            if any(j in flipped for j in idx):
+                st.dataframe(ex.source_table(run, idx, row), hide_index=True)
+            if ex.any_flipped(run, idx):
                 st.caption("(flipped!): this example's label was deliberately corrupted (label noise).")
         if ds.kind == "points":
             xx, yy, probs = sh.grid(H, run.name, version)
@@ -270,16 +223,7 @@ with tab_attr:
         f"explore_bars_{q}_{k}",
     )
     if not per_example:
-        st.dataframe(
-            pd.DataFrame(
-                {
-                    "source": run.source_names,
-                    "score": row,
-                    "examples": np.bincount(run.source_index, minlength=run.n_sources),
-                }
-            ).sort_values("score", ascending=False),
-            hide_index=True,
-        )
+        st.dataframe(ex.grouped_sources_table(run, row), hide_index=True)
     sh.explain("What does the sign of a score mean?", sh.SIGN_TEXT)
 
 # ----------------------------------------------------------------------------- compare
@@ -292,7 +236,7 @@ with tab_cmp:
     # this query's scores per method, and the score matrices of the first n_cmp queries (all
     # of them unless the matrices would be large): computed only when this tab is open
     n_cmp = sup.comparison_queries(n_test, run.n_sources)
-    this_label = f"forward-only (this run, K={sim.horizon_label})"
+    this_label = ex.method_label(run, this=True)
     rows_q: dict[str, np.ndarray] = {this_label: row}
     methods: dict[str, np.ndarray] = {this_label: sh.scores(H, run.name, version, measure, n_cmp)}
     others = sup.comparable_runs(sh.store(), run)
@@ -302,7 +246,7 @@ with tab_cmp:
     for name in chosen_runs:
         v = sup.run_version(sh.store(), name)
         other = sh.load_run(H, name, v)
-        label = f"forward-only ({name}, {other.simulation.scheme} K={other.simulation.horizon_label})"
+        label = ex.method_label(other)
         methods[label] = sh.scores(H, name, v, measure, n_cmp)
         rows_q[label] = sh.query_row(H, name, v, measure, q)
     missing = sup.baselines_available()
@@ -352,20 +296,7 @@ with tab_cmp:
     if len(names_m) < 2:
         st.info("Pick at least one more method or run to compare with.")
     else:
-        rows = []
-        for name in names_m[1:]:
-            one = sup.rank_agreement(row, rows_q[name], k)
-            everyone = sup.rank_agreement(methods[this_label], methods[name], k)
-            rows.append(
-                {
-                    "method": name,
-                    "Spearman (this query)": one["spearman"],
-                    f"top-{k} overlap (this query)": one["top_k_proponents"],
-                    "Spearman (all queries)": everyone["spearman"],
-                    f"top-{k} overlap (all queries)": everyone["top_k_proponents"],
-                }
-            )
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.dataframe(ex.agreement_table(this_label, rows_q, methods, k), hide_index=True)
         c1, c2 = st.columns(2)
         with c1:
             other_name = st.selectbox("Scatter against", names_m[1:], key="explore_cmp_scatter")
@@ -375,8 +306,10 @@ with tab_cmp:
             )
         with c2:
             labels, sp, _ov = sup.agreement_matrix(methods, k)
-            short = [n.split(" (")[0] if n.startswith("forward-only (this") else n for n in labels]
-            sh.chart(plots.agreement_heatmap(sp, short, "mean Spearman over all test queries"), "explore_cmp_heat")
+            sh.chart(
+                plots.agreement_heatmap(sp, ex.short_method_labels(labels), "mean Spearman over all test queries"),
+                "explore_cmp_heat",
+            )
         if per_example and ds.kind in ("image", "signal"):
             st.markdown(f"**Top-{k} proponents of query #{q} by method**")
             for name in names_m:
@@ -417,16 +350,9 @@ with tab_cf:
     n_remove = c2.slider(
         "how many", 1, min(50, max(1, run.n_sources - 1)), min(10, max(1, run.n_sources - 1)), key="explore_cf_n"
     )
-    chosen_cf = sup.top_k(row, n_remove)[0 if which == "proponents" else 1]
-    predicted = -float(row[chosen_cf].sum())
+    chosen_cf, predicted = ex.counterfactual_plan(row, n_remove, which)
     c3.metric("predicted change of f", f"{predicted:+.3f}")
-    key = {
-        "run": run.name,
-        "version": version,
-        "query": q,
-        "remove": sorted(int(j) for j in chosen_cf),
-        "measure": measure,
-    }
+    key = ex.counterfactual_key(run, version, q, chosen_cf, measure)
     have = sh.store().get_artifact(sup.COUNTERFACTUAL_KIND, key) is not None
     go = st.button("Retrain without them", key="explore_cf_go", type="primary") if not have else True
     if go:
@@ -448,16 +374,9 @@ with tab_cf:
             with c2:
                 st.metric("f before", f"{res['before']:+.3f}")
                 st.metric("f after retraining", f"{res['after']:+.3f}", delta=f"{res['actual']:+.3f}")
-                st.caption(
-                    f"Removed {res['n_sources']} source(s) = {res['n_examples']} training example(s); "
-                    f"retraining took {res['seconds']:.1f} s (stored: asking again is instant)."
-                )
-                same = np.sign(res["predicted"]) == np.sign(res["actual"])
-                st.markdown(
-                    "The prediction got the **direction right**."
-                    if same
-                    else "The prediction got the **direction wrong** for this query."
-                )
+                caption, verdict = ex.counterfactual_words(res)
+                st.caption(caption)
+                st.markdown(verdict)
     else:
         st.caption("Retraining takes about as long as training the run did (without the simulation).")
     sh.explain(

@@ -1,5 +1,8 @@
 """Explore page view model: predictions, measurements, stored query scores, top-k,
-decision grids, rank agreement between runs, and the counterfactual retrain.
+decision grids, rank agreement between runs, and the counterfactual retrain; plus the
+page's words and tables (:class:`QueryView`, :func:`filter_queries`, :func:`query_table`,
+:func:`source_table`, :func:`agreement_table`, :func:`counterfactual_plan`, …), so
+``pages/explore.py`` only lays out widgets.
 
 Score matrices are ``[n_queries, n_sources]``; positive = the source pushes the query's
 measurement up (a proponent).
@@ -8,15 +11,18 @@ measurement up (a proponent).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import rankdata
 
 from ..engine.measures import measure as measure_fn
 from ..engine.train import train
 from ..errors import DataError
+from ..plots import OPPONENT
 from ..run import TrainedRun
 from ..store.runstore import RunStore
 
@@ -202,7 +208,7 @@ def counterfactual(
     artifact, so asking again is instant.
     """
     remove = sorted(int(j) for j in remove)
-    key = {"run": run.name, "version": version, "query": int(query), "remove": remove, "measure": measure}
+    key = counterfactual_key(run, version, query, remove, measure)
     found = store.get_artifact(COUNTERFACTUAL_KIND, key)
     ds = run.dataset
     QX, Qy, _split = query_pool(ds)
@@ -228,3 +234,220 @@ def counterfactual(
         "n_examples": n_examples,
         "seconds": seconds,
     }
+
+
+def counterfactual_key(run: TrainedRun, version: str, query: int, remove: Sequence[int], measure: str) -> dict:
+    """The artifact key of a counterfactual retrain (:func:`counterfactual` stores under it)."""
+    return {"run": run.name, "version": version, "query": int(query), "remove": sorted(int(j) for j in remove),
+            "measure": measure}
+
+
+# ----------------------------------------------------------------------------- the page's words and tables
+
+KIND_WORDS = {"image": "images", "signal": "signals", "tabular": "table rows", "points": "2-D points"}
+
+
+def run_caption(run: TrainedRun) -> str:
+    """The one-line description of the open run under the page title."""
+    ds, sim = run.dataset, run.simulation
+    return (
+        f"Run **{run.name}** · {ds.name} ({KIND_WORDS.get(ds.kind, ds.kind)}) · {sim.scheme} "
+        f"K={sim.horizon_label} · {run.n_sources} sources ({run.sources_kind}) · "
+        f"test accuracy {run.metrics.get('test_accuracy', float('nan')):.1%}"
+    )
+
+
+@dataclass(frozen=True)
+class QueryView:
+    """The queries Explore offers and what the model says about them.
+
+    ``X [Q, d]``, ``y [Q]`` from :func:`query_pool` (``split``: "test" or "train"),
+    ``probs [Q, C]`` the model's class probabilities, ``pred [Q]`` its predictions.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    split: str
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, run: TrainedRun, probs: np.ndarray) -> QueryView:
+        X, y, split = query_pool(run.dataset)
+        return cls(X, y, split, np.asarray(probs), tuple(run.dataset.class_names))
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Indices of the misclassified queries."""
+        return np.flatnonzero(self.pred != self.y)
+
+    def filters(self) -> list[str]:
+        return ["all", "misclassified"] + [f"class {c}" for c in self.class_names]
+
+    def filter(self, flt: str | None) -> tuple[np.ndarray, bool]:
+        """Query indices shown under filter ``flt`` (see :meth:`filters`) and whether the
+        filter matched nothing (then every query is shown)."""
+        if flt == "misclassified":
+            found = self.wrong
+        elif flt and flt.startswith("class "):
+            found = np.flatnonzero(self.y == self.class_names.index(flt[len("class ") :]))
+        else:
+            found = np.arange(len(self.X))
+        if len(found) == 0:
+            return np.arange(len(self.X)), True
+        return found, False
+
+    def first_query(self) -> int:
+        """Where Explore starts: the first mistake, else the first query."""
+        return int(self.wrong[0]) if len(self.wrong) else 0
+
+    def label(self, i: int) -> str:
+        pred, names = self.pred, self.class_names
+        mark = "" if pred[i] == self.y[i] else " (wrong)"
+        return f"#{i} · true {names[self.y[i]]} · predicted {names[pred[i]]}{mark}"
+
+    def gallery_titles(self, shown) -> list[str]:
+        """``true→predicted`` for a mistake, the class otherwise."""
+        pred, names = self.pred, self.class_names
+        return [f"{names[self.y[i]]}→{names[pred[i]]}" if pred[i] != self.y[i] else names[self.y[i]] for i in shown]
+
+    def gallery_borders(self, shown) -> list[str | None]:
+        return [OPPONENT if self.pred[i] != self.y[i] else None for i in shown]
+
+    def table(self, shown, feature_names: Sequence[str]) -> pd.DataFrame:
+        """One row per shown query: id, true and predicted class, the features."""
+        pred, names = self.pred, self.class_names
+        table = pd.DataFrame(self.X[shown], columns=list(feature_names))
+        table.insert(0, "predicted", [names[pred[i]] for i in shown])
+        table.insert(0, "true", [names[self.y[i]] for i in shown])
+        table.insert(0, "id", shown)
+        return table
+
+    def verdict(self, q: int) -> str:
+        """True and predicted class of query ``q`` with the predicted probability."""
+        pred, names = self.pred, self.class_names
+        ok = pred[q] == self.y[q]
+        return (
+            f"True label **{names[self.y[q]]}**, predicted **{names[pred[q]]}** "
+            f"with probability {self.probs[q, pred[q]]:.1%} {'(correct)' if ok else '(wrong)'}"
+        )
+
+    def feature_table(self, q: int, feature_names: Sequence[str]) -> pd.DataFrame:
+        """Query ``q``'s features, one row each."""
+        return pd.DataFrame({"feature": list(feature_names), "value": self.X[q]})
+
+    def top_classes(self, q: int, n: int = 5) -> pd.DataFrame:
+        top = np.argsort(-self.probs[q])[: min(n, len(self.class_names))]
+        return pd.DataFrame({"class": [self.class_names[c] for c in top], "probability": self.probs[q, top]})
+
+
+def measurement_text(measure: str, f_q: float, row: np.ndarray) -> str:
+    """The query's measurement and how its scores split by sign."""
+    return (
+        f"Measurement f = {measure} = **{f_q:+.3f}**. Sum of all scores: {row.sum():+.3f}; "
+        f"{(row > 0).sum()} source(s) push f up, {(row < 0).sum()} push it down."
+    )
+
+
+def source_label(run: TrainedRun, j: int) -> str:
+    """A source as the page names it: ``#j · class`` (``(flipped!)`` for a corrupted label)
+    for one source per example, the source's name otherwise."""
+    ds = run.dataset
+    if run.sources_kind == "example":
+        flip = " (flipped!)" if j in set(ds.flipped.tolist()) else ""
+        return f"#{j} · {ds.class_names[ds.y_train[j]]}{flip}"
+    return run.source_names[j]
+
+
+def any_flipped(run: TrainedRun, idx) -> bool:
+    flipped = set(run.dataset.flipped.tolist())
+    return any(int(j) in flipped for j in idx)
+
+
+def score_titles(run: TrainedRun, idx, row: np.ndarray) -> list[str]:
+    """``class · score`` of each shown training example."""
+    ds = run.dataset
+    return [f"{ds.class_names[ds.y_train[j]]} · {row[j]:+.2g}" for j in idx]
+
+
+def source_table(run: TrainedRun, idx, row: np.ndarray) -> pd.DataFrame:
+    """The shown training examples: their label, score and features."""
+    ds = run.dataset
+    return pd.DataFrame(
+        {
+            "source": [source_label(run, j) for j in idx],
+            "score": row[idx],
+            **{f: ds.X_train[idx, c] for c, f in enumerate(ds.feature_names)},
+        }
+    )
+
+
+def grouped_sources_table(run: TrainedRun, row: np.ndarray) -> pd.DataFrame:
+    """Every source (a class or group) with its score and size, highest score first."""
+    return pd.DataFrame(
+        {
+            "source": run.source_names,
+            "score": row,
+            "examples": np.bincount(run.source_index, minlength=run.n_sources),
+        }
+    ).sort_values("score", ascending=False)
+
+
+def method_label(run: TrainedRun, this: bool = False) -> str:
+    """How the comparison names a forward-only run (the open one, or another saved run)."""
+    if this:
+        return f"forward-only (this run, K={run.simulation.horizon_label})"
+    return f"forward-only ({run.name}, {run.simulation.scheme} K={run.simulation.horizon_label})"
+
+
+def short_method_labels(labels: Sequence[str]) -> list[str]:
+    """The labels for the heatmap's axes: the open run's without its details."""
+    return [n.split(" (")[0] if n.startswith("forward-only (this") else n for n in labels]
+
+
+def agreement_table(
+    this: str, rows_q: Mapping[str, np.ndarray], matrices: Mapping[str, np.ndarray], k: int
+) -> pd.DataFrame:
+    """Agreement of every method with ``this`` one: Spearman and top-k overlap on this query
+    (``rows_q[name] [m]``) and over the compared queries (``matrices[name] [q, m]``)."""
+    rows = []
+    for name in list(matrices):
+        if name == this:
+            continue
+        one = rank_agreement(rows_q[this], rows_q[name], k)
+        everyone = rank_agreement(matrices[this], matrices[name], k)
+        rows.append(
+            {
+                "method": name,
+                "Spearman (this query)": one["spearman"],
+                f"top-{k} overlap (this query)": one["top_k_proponents"],
+                "Spearman (all queries)": everyone["spearman"],
+                f"top-{k} overlap (all queries)": everyone["top_k_proponents"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def counterfactual_plan(row: np.ndarray, n_remove: int, which: str) -> tuple[np.ndarray, float]:
+    """The ``n_remove`` top proponents (or opponents) of a query and the change of f their
+    removal is predicted to cause, −Σ τ(q, j)."""
+    chosen = top_k(row, n_remove)[0 if which == "proponents" else 1]
+    return chosen, -float(row[chosen].sum())
+
+
+def counterfactual_words(res: dict) -> tuple[str, str]:
+    """What the page says under a counterfactual result: what was removed, and whether the
+    prediction got the direction right."""
+    caption = (
+        f"Removed {res['n_sources']} source(s) = {res['n_examples']} training example(s); "
+        f"retraining took {res['seconds']:.1f} s (stored: asking again is instant)."
+    )
+    same = np.sign(res["predicted"]) == np.sign(res["actual"])
+    verdict = "The prediction got the **direction right**."
+    if not same:
+        verdict = "The prediction got the **direction wrong** for this query."
+    return caption, verdict
