@@ -162,12 +162,16 @@ class TrainedRun:
         return self.mlp.forward(self.theta, X)
 
     # ---- attribution --------------------------------------------------------------------
-    def _query_tensors(self, X, y):
+    def check_attributable(self) -> None:
+        """ConfigError unless the run has simulated responses to attribute queries with."""
         if self.responses is None:
             raise ConfigError(
                 "this run was trained without simulation (scheme 'none'); retrain it with "
                 "`scheme` trajectory or stationary to attribute queries."
             )
+
+    def _query_tensors(self, X, y):
+        self.check_attributable()
         X = np.asarray(X)
         if X.ndim == 1:
             X = X[None, :]

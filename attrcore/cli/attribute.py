@@ -1,7 +1,10 @@
 """``attribute --method trak|if|tracin|grad-dot|random``: train, fit the method, score.
 
-One call of :func:`attrcore.methods.pipeline.attribute`; ``--method forward-only`` (the
-default) trains and saves a run instead (:mod:`attrcore.cli.run_commands`).
+One call of :func:`attrcore.methods.pipeline.attribute`. ``--method forward-only`` (the
+default) goes through the same pipeline (:func:`~attrcore.methods.pipeline.prepare`, the
+part before scoring): its run is trained and simulated as ``train`` does (saved with
+``--run``), handed to the pipeline, which reuses it, and read out as ``score`` does, streamed
+(:mod:`attrcore.cli.run_commands`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run commands: ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``.
+"""Run commands: ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``, ``gc``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import pandas as pd
 
 from ..config import parse_hidden
 from ..data.datasets import load_queries
-from ..data.sources import make_sources
+from ..data.sources import Sources, make_sources
 from ..engine.estimate import check_estimate, estimate_training
 from ..engine.measures import check_labels
 from ..engine.readout import _fmt_bytes, result_bytes
 from ..errors import ConfigError
 from ..executors import Executor
+from ..methods.forward_only import ForwardOnly
+from ..methods.pipeline import prepare
 from ..run import TrainedRun, fit
 from .attribute import cli_attribute
 from .common import _chosen_simulation, _configs, _dataset, _print_top, _progress_bar, _queries, _store
@@ -108,6 +110,20 @@ def _query_rows(text, n: int) -> slice:
     return slice(start, stop)
 
 
+def forward_only_scorer(run: TrainedRun, args) -> ForwardOnly:
+    """The run as a fitted forward-only attributor (:func:`attrcore.methods.pipeline.prepare`
+    reuses the run: nothing is trained), reading out as the flags say."""
+    run.check_attributable()
+    ds = run.dataset
+    a, _ = prepare(
+        "forward-only", run.mlp, ds.X_train, ds.y_train, run.train_config,
+        sources=Sources(run.sources_kind, run.source_index, run.source_names), trained=[run],
+        measure=args.measure, target_class=args.target_class,
+        options={"readout": args.readout, "memory_budget_mb": getattr(args, "memory_budget_mb", 1024.0)},
+    )
+    return a
+
+
 def cmd_score(args, run=None):
     budget = getattr(args, "memory_budget_mb", 1024.0)
     if run is None:  # responses larger than the budget are memory-mapped, streamed from disk
@@ -122,13 +138,12 @@ def cmd_score(args, run=None):
     top_k = getattr(args, "top_k", None)
     out = Path(args.out) if args.out else None
     need = result_bytes(Q, m)
-    kw = {"measure": args.measure, "readout": args.readout, "target_class": args.target_class,
-          "memory_budget_mb": budget}
+    scorer = forward_only_scorer(run, args)
     t0 = time.perf_counter()
     if top_k is not None:
         if out is not None and out.suffix != ".npz":
             raise ConfigError(f"with --top-k, --out must end in .npz (indices and scores), got {out.name!r}.")
-        result = run.top_k(X, y, k=top_k, **kw)
+        result = scorer.top_k(X, y, k=top_k)
         what = f"the top {result.top_indices.shape[1]} of {m} sources"
     elif out is not None:
         if out.suffix != ".npy":
@@ -142,13 +157,13 @@ def cmd_score(args, run=None):
             )
         bar, cb = _progress_bar(Q, "score")
         try:
-            run.score_to_npy(out, X, y, progress=cb, **kw)
+            scorer.score_to_npy(out, X, y, progress=cb)
         finally:
             bar.close()
         result = np.load(out, mmap_mode="r")
         what = f"{m} sources, written chunk by chunk to {out} ({_fmt_bytes(need)})"
     else:  # print the first queries' top sources; never the whole matrix
-        result = run.top_k(X[:3], None if y is None else y[:3], k=5, **kw)
+        result = scorer.top_k(X[:3], None if y is None else y[:3], k=5)
         Q, what = min(Q, 3), f"the top 5 of {m} sources (pass --out FILE.npy for the matrix or --top-k K)"
     dt = time.perf_counter() - t0
     mapped = "; responses memory-mapped from the store (larger than --memory-budget)" if run.memory_mapped else ""
@@ -184,7 +199,7 @@ def cmd_attribute(args):
         check_labels(args.measure, y is not None, args.target_class)
 
     run = cmd_train(args, before=check_queries)
-    return cmd_score(args, run=run)
+    return cmd_score(args, run=run)  # through pipeline.prepare, reusing the run (forward_only_scorer)
 
 
 def cmd_runs(args):

@@ -15,13 +15,13 @@ Implementations:
 - ``tracin`` — TracIn over checkpoints;
 - ``simple`` — gradient dot product and random scores (the control);
 - ``registry`` — method names (and aliases), the factory and ensemble training;
-- ``pipeline`` — one method end to end.
+- ``pipeline`` — one method end to end (``attribute``; ``prepare``: up to the fitted attributor).
 """
 
 from .base import Attributor, output_factors
 from .forward_only import ForwardOnly
 from .influence import InfluenceCG, InfluenceExplicit
-from .pipeline import Attribution, attribute, train_models
+from .pipeline import Attribution, attribute, prepare, train_models
 from .registry import ALIASES, BASELINES, METHODS, MethodInfo, make_method, resolve_method, train_ensemble
 from .simple import GradDot, RandomScores
 from .tracin import TracIn, tracin_checkpoint_epochs, tracin_weights
@@ -42,6 +42,7 @@ __all__ = [
     "TRAK",
     "TracIn",
     "attribute",
+    "prepare",
     "make_method",
     "output_factors",
     "resolve_method",

@@ -5,18 +5,24 @@ The work happens during training: :func:`attrcore.engine.train.train` with a
 Δ_j. ``fit`` takes those responses as they are (its setup time is the simulation time the
 training reported) and ``score`` reads them out with forward evaluations only
 (:func:`attrcore.engine.readout.score`). With several trained models (seeds) the scores
-are the mean over the models.
+are the mean over the models. For one model the readout also streams: :meth:`top_k` and
+:meth:`score_to_npy` never hold the ``[Q, m]`` matrix (what ``python -m attrcore score``
+and ``attribute`` use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..engine.model import MLP
+from ..engine.readout import TopK
 from ..engine.readout import score as readout_score
+from ..engine.readout import score_to_npy as readout_score_to_npy
+from ..engine.readout import top_k as readout_top_k
 from ..engine.tangents import Tangents
 from ..errors import ConfigError
 from .base import Attributor
@@ -91,3 +97,32 @@ class ForwardOnly(Attributor):
 
     def state_bytes(self) -> int:
         return int(sum(stack.nbytes() for _, stack in self._models))
+
+    # ---- streaming readout (one model) ---------------------------------------------------
+    def _stream(self, X_q, y_q):
+        if not self._fitted:
+            raise ConfigError(f"call fit(X, y) on the training data before scoring with {self.name}.")
+        if len(self._models) != 1:
+            raise ConfigError(
+                f"the streaming readout scores one model; this forward-only attributor has {len(self._models)} "
+                "(use score() for their mean)."
+            )
+        theta, stack = self._models[0]
+        X = np.asarray(X_q)
+        X = torch.as_tensor(X[None, :] if X.ndim == 1 else X).to(theta.dtype)
+        y = None if y_q is None else torch.as_tensor(np.asarray(y_q)).long().reshape(-1)
+        kw = {"measure": self.measure, "readout": self.readout, "target_class": self.target_class,
+              "memory_budget_mb": self.memory_budget_mb}
+        return theta, stack, X, y, kw
+
+    def top_k(self, X_q, y_q=None, k: int = 10, progress=None) -> TopK:
+        """The ``k`` largest and smallest scores of every query and their sources, streamed
+        (:func:`attrcore.engine.readout.top_k`)."""
+        theta, stack, X, y, kw = self._stream(X_q, y_q)
+        return readout_top_k(self.mlp, theta, stack, X, y, k=k, progress=progress, **kw)
+
+    def score_to_npy(self, path, X_q, y_q=None, progress=None):
+        """The ``[Q, m]`` float32 scores written chunk by chunk to a memory-mapped ``.npy``
+        (:func:`attrcore.engine.readout.score_to_npy`)."""
+        theta, stack, X, y, kw = self._stream(X_q, y_q)
+        return readout_score_to_npy(path, self.mlp, theta, stack, X, y, progress=progress, **kw)

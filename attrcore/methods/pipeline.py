@@ -1,10 +1,12 @@
 """One method end to end: train the models it needs, build it, fit, score.
 
 Interface: :func:`attribute` ``(method, mlp, X, y, X_q, y_q, train_config, ...) ->``
-:class:`Attribution`, and :func:`train_models` (the training part alone). The CLI
-(``attribute --method``), the app (baseline scores) and the benchmark (every row) all call
-:func:`attribute`; already trained models are passed as ``trained`` and reused when they
-have what the method needs.
+:class:`Attribution`; :func:`prepare` (everything but the scoring: the fitted attributor)
+and :func:`train_models` (the training part alone). The app (baseline scores) and the
+benchmark (every row) call :func:`attribute`, the CLI (``attribute --method``, every
+method, and ``score``) calls :func:`prepare` and scores as asked (forward-only streams);
+already trained models are passed as ``trained`` and reused when they have what the
+method needs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..engine.choose import choose_simulation
 from ..engine.model import MLP
 from ..engine.train import ProgressFn, train
 from ..errors import ConfigError
+from .base import Attributor
 from .registry import METHODS, make_method, resolve_method
 from .tracin import tracin_checkpoint_epochs
 
@@ -89,6 +92,54 @@ def train_models(
     return out
 
 
+def prepare(
+    method: str,
+    mlp: MLP,
+    X,
+    y,
+    train_config: TrainConfig,
+    *,
+    sources=None,
+    models: int = 1,
+    simulation: SimulationConfig | None = None,
+    measure: str = "margin",
+    target_class: int | None = None,
+    options: dict | None = None,
+    trained: Sequence = (),
+    progress: ProgressFn | None = None,
+) -> tuple[Attributor, list]:
+    """``method`` ready to score: trains what :func:`train_models` says, builds the method
+    (``options`` go to its constructor) and fits it on the training set and ``sources``.
+    Returns ``(attributor, training outputs)``; the caller scores and closes it
+    (:func:`attribute` does both)."""
+    method = resolve_method(method)
+    runs = train_models(
+        method,
+        mlp,
+        X,
+        y,
+        train_config,
+        models=models,
+        simulation=simulation,
+        sources=sources,
+        trained=trained,
+        progress=progress,
+    )
+    a = make_method(method, mlp, runs, train_config, measure=measure, target_class=target_class, **(options or {}))
+    try:
+        a.fit(X, y, sources=sources)
+    except BaseException:
+        close(a)
+        raise
+    return a, runs
+
+
+def close(a: Attributor) -> None:
+    """Release what an attributor holds (TRAK's feature store); a no-op for the others."""
+    if hasattr(a, "close"):
+        a.close()
+
+
 def attribute(
     method: str,
     mlp: MLP,
@@ -110,27 +161,27 @@ def attribute(
 ) -> Attribution:
     """Scores ``[Q, m]`` of ``method`` for queries ``X_q`` on training data ``X``, ``y``.
 
-    Trains what :func:`train_models` says, builds the method (``options`` go to its
-    constructor), fits it on the training set and ``sources``, and scores. ``warmup > 0``
+    :func:`prepare` (train what the method needs, build, fit), then score. ``warmup > 0``
     scores the first ``warmup`` queries once before the timed call (so one-off costs are
     not counted per query).
     """
     method = resolve_method(method)
-    runs = train_models(
+    a, runs = prepare(
         method,
         mlp,
         X,
         y,
         train_config,
+        sources=sources,
         models=models,
         simulation=simulation,
-        sources=sources,
+        measure=measure,
+        target_class=target_class,
+        options=options,
         trained=trained,
         progress=progress,
     )
-    a = make_method(method, mlp, runs, train_config, measure=measure, target_class=target_class, **(options or {}))
     try:
-        a.fit(X, y, sources=sources)
         if warmup:
             a.score(X_q[:warmup], None if y_q is None else y_q[:warmup])
             a.timings.update(score_seconds=0.0, n_queries=0)
@@ -145,6 +196,5 @@ def attribute(
             meta=dict(a.meta),
         )
     finally:
-        if hasattr(a, "close"):
-            a.close()
+        close(a)
     return result

@@ -8,6 +8,7 @@ import torch
 
 from attrcore import ConfigError, SimulationConfig, TrainConfig, fit, load_dataset
 from attrcore import methods as M
+from attrcore.data import Sources
 from attrcore.engine import MLP, MLPConfig, train
 
 
@@ -73,3 +74,44 @@ def test_attribute_runs_any_method_end_to_end_and_reuses_models(moons):
     assert np.isfinite(gd.scores.numpy()).all()
     with pytest.raises(ConfigError, match="`models`"):
         M.attribute("trak", mlp, ds.X_train, ds.y_train, ds.X_test, ds.y_test, cfg, models=0)
+
+
+def test_a_trained_run_is_a_forward_only_attributor_that_streams(moons, tmp_path):
+    ds, _mlp, cfg = moons
+    run = fit(ds, hidden=(6,), train_config=cfg, simulation=SimulationConfig(horizon=3, rank=None), sources="class")
+    src = Sources(run.sources_kind, run.source_index, run.source_names)
+    a, runs = M.pipeline.prepare("forward-only", run.mlp, ds.X_train, ds.y_train, cfg, trained=[run], sources=src,
+                                 measure="loss", options={"readout": "cd"})
+    assert runs == [run]  # reused: nothing was trained
+    top = a.top_k(ds.X_test, ds.y_test, k=1)
+    expected = run.top_k(ds.X_test, ds.y_test, k=1, measure="loss", readout="cd")
+    np.testing.assert_array_equal(top.top_indices, expected.top_indices)
+    torch.testing.assert_close(torch.as_tensor(top.top_scores), torch.as_tensor(expected.top_scores), rtol=0, atol=0)
+    a.score_to_npy(tmp_path / "a.npy", ds.X_test, ds.y_test)
+    run.score_to_npy(tmp_path / "run.npy", ds.X_test, ds.y_test, measure="loss", readout="cd")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "run.npy"))
+    torch.testing.assert_close(a.score(ds.X_test, ds.y_test), torch.as_tensor(np.load(tmp_path / "a.npy")))
+    two, _ = M.pipeline.prepare("forward-only", run.mlp, ds.X_train, ds.y_train, cfg, trained=[run, run], models=2,
+                                sources=src)
+    with pytest.raises(ConfigError, match="one model"):
+        two.top_k(ds.X_test, ds.y_test)
+
+
+def test_cli_attribute_runs_forward_only_through_the_pipeline(monkeypatch, tmp_path, capsys):
+    from attrcore.cli import run_commands
+    from attrcore.cli.main import main
+
+    calls = []
+    real = run_commands.prepare
+
+    def recording(method, *args, **kwargs):
+        calls.append((method, kwargs["trained"]))
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(run_commands, "prepare", recording)
+    argv = ["attribute", "--train", "moons", "--n-samples", "80", "--epochs", "2", "--hidden", "8",
+            "--horizon", "2", "--run", "via-pipeline", "--out", str(tmp_path / "s.npy")]
+    assert main(argv) == 0
+    [(method, trained)] = calls
+    assert method == "forward-only" and len(trained) == 1 and trained[0].name == "via-pipeline"  # the saved run
+    assert np.load(tmp_path / "s.npy").shape == (16, 64) and "saved run 'via-pipeline'" in capsys.readouterr().err
