@@ -269,18 +269,23 @@ def test_train_page_uploads_a_csv_an_evaluation_file_and_rejects_malformed_ones(
         assert "Label column" in text and "96 training and 24 test examples" in text, text[:1500]
 
         inputs.nth(1).set_input_files(str(held))
+        # an upload's rerun may start after wait_for_script's grace period on a loaded machine:
+        # wait for what the upload shows, then for the script to finish
+        main.get_by_text("120 training and 25 test examples").wait_for(timeout=120_000)
         wait_for_script(page)
         text = main.inner_text()
         assert "120 training and 25 test examples" in text, text[:1500]
         assert not page.query_selector_all('[data-testid="stException"]')
 
         inputs.nth(1).set_input_files(str(wrong))
+        page.get_by_test_id("stAlertContentError").filter(has_text="zzz").first.wait_for(timeout=120_000)
         wait_for_script(page)
         errors = " ".join(e.inner_text() for e in page.query_selector_all('[data-testid="stAlertContentError"]'))
         assert "does not have the feature columns" in errors and "zzz" in errors, errors
         assert "wrong.csv" not in uploads_in(home)  # rejected: not kept
 
         inputs.first.set_input_files(str(broken))
+        page.get_by_test_id("stAlertContentError").filter(has_text="broken.npz").first.wait_for(timeout=120_000)
         wait_for_script(page)
         errors = " ".join(e.inner_text() for e in page.query_selector_all('[data-testid="stAlertContentError"]'))
         assert "broken.npz" in errors, errors
