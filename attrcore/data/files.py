@@ -213,8 +213,8 @@ def _queries_from_csv(path: Path, train: Dataset) -> tuple[np.ndarray, np.ndarra
             f"{path.name} does not have the feature columns of the training file"
             + (f": missing {_first(missing)}" if missing else "")
             + (f"{',' if missing else ':'} unexpected {_first(extra)}" if extra else "")
-            + f"; it needs the training data's columns, in any order ({wanted})"
-            + (f", and its label column {label_column!r} for a measurement that uses labels." if label_column else ".")
+            + f"; it needs the training data's columns in any order: {wanted}"
+            + (f", plus the label column {label_column!r} where labels are needed." if label_column else ".")
         )
     X = _csv_features(df, features, path.name)
     if not has_label:
