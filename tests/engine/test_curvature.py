@@ -249,3 +249,21 @@ def test_fast_hvp_equals_reference_for_any_small_shape(B, d, C, hidden, activati
     ref = FuncCurvature(mlp, theta, X, y, w, weight_decay=wd, curvature=curvature)
     assert_close(fast.hvp(Tangents.from_flat(mlp, U)).flat(), ref.hvp_flat(U))
     assert_close(fast.grad(), ref.grad())
+
+
+@pytest.mark.parametrize("curvature", CURVATURES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_wide_layers_take_the_batched_dw_delta_path_and_match_the_reference(activation, curvature):
+    """A hidden layer with at least BATCHED_DW_MIN_OUT outputs computes dWᵀ δ as a batched GEMM
+    (narrower ones on a permuted copy): both paths in one network, hvp and the fused in-place step."""
+    from attrcore.engine.curvature import BATCHED_DW_MIN_OUT
+
+    hidden = (6, BATCHED_DW_MIN_OUT + 3)  # layer 1 batched, the output layer copied
+    mlp, theta, X, y, w = problem(activation, hidden)
+    U0 = random_tangents(mlp, 4)
+    ref = FuncCurvature(mlp, theta, X, y, w, weight_decay=WD, curvature=curvature)
+    fast = MLPCurvature(mlp, theta, X, y, w, weight_decay=WD, curvature=curvature)
+    assert_close(fast.hvp(Tangents.from_flat(mlp, U0)).flat(), ref.hvp_flat(U0))
+    U = Tangents.from_flat(mlp, U0)
+    fast.sgd_step_(U, None, 0.3, 0.0)  # target is U: each block overwritten after its last use
+    assert_close(U.flat(), U0 - 0.3 * ref.hvp_flat(U0))
