@@ -66,7 +66,7 @@ def home() -> None:
             "and check a prediction by actually retraining.\n"
             "- **Evaluate**: how well do the scores predict retraining (LDS, leave-one-out)?\n"
             "- **Cost**: time and memory against TRAK, measured on this machine.\n"
-            "- **Mislabeled data**: coming soon."
+            "- **Mislabeled data**: which training labels look wrong; review, relabel or remove them and retrain."
         )
 
     st.subheader("Saved runs")
