@@ -72,7 +72,7 @@ def cmd_train(args, keep: bool = False, before=None):
     acc = run.metrics.get("test_accuracy")
     acc = f"test accuracy {acc:.4f}" if dataset.n_test and acc is not None else "no test split"
     print(f"trained {dataset.name}: {acc}, "
-          f"{t['train_seconds']:.1f} s ({t['simulate_seconds']:.1f} s simulating), "
+          f"{t.get('total_seconds', t['train_seconds']):.1f} s in all ({t['simulate_seconds']:.1f} s simulating), "
           f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
           f"({_responses_label(run)})", file=sys.stderr)
     if reason is not None:
