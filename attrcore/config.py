@@ -49,17 +49,37 @@ def fingerprint(obj: object) -> str:
 # ----------------------------------------------------------------------------- options
 
 
-def option(default, help: str, *, choices: Sequence | None = None, flag: str | None = None,
-           label: str | None = None, type: Callable | None = None, cli: bool = True, dest: str | None = None,
-           metavar: str | None = None, nargs: str | None = None, required: bool = False):
+def option(
+    default,
+    help: str,
+    *,
+    choices: Sequence | None = None,
+    flag: str | None = None,
+    label: str | None = None,
+    type: Callable | None = None,
+    cli: bool = True,
+    dest: str | None = None,
+    metavar: str | None = None,
+    nargs: str | None = None,
+    required: bool = False,
+):
     """A dataclass field with its metadata: ``help`` (one line), ``choices``, the CLI
     ``flag`` (default ``--`` + the name with dashes; ``cli=False``: no flag), the app
     ``label`` (default: the name with spaces) and ``type`` (how the CLI parses a value;
     default: the type of ``default``). For the command line only: ``dest`` (the attribute
     the parsed value lands in; default the name), ``metavar``, ``nargs`` and ``required``."""
-    meta = {"help": help, "choices": None if choices is None else tuple(choices), "flag": flag,
-            "label": label, "type": type, "cli": cli, "dest": dest, "metavar": metavar, "nargs": nargs,
-            "required": required}
+    meta = {
+        "help": help,
+        "choices": None if choices is None else tuple(choices),
+        "flag": flag,
+        "label": label,
+        "type": type,
+        "cli": cli,
+        "dest": dest,
+        "metavar": metavar,
+        "nargs": nargs,
+        "required": required,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -89,11 +109,16 @@ def options(cls) -> dict[str, Option]:
             continue
         default = None if f.default is MISSING else f.default
         out[f.name] = Option(
-            name=f.name, default=default, help=m["help"], choices=m["choices"],
+            name=f.name,
+            default=default,
+            help=m["help"],
+            choices=m["choices"],
             flag=(m["flag"] or "--" + f.name.replace("_", "-")) if m["cli"] else None,
             label=m["label"] or f.name.replace("_", " "),
             type=m["type"] or (type(default) if default is not None else str),
-            dest=m.get("dest") or f.name, metavar=m.get("metavar"), nargs=m.get("nargs"),
+            dest=m.get("dest") or f.name,
+            metavar=m.get("metavar"),
+            nargs=m.get("nargs"),
             required=bool(m.get("required")),
         )
     return out
@@ -133,8 +158,9 @@ class Horizon:
     PLOT_FULL = 4096.0  # where "full" sits on a log-K axis (beyond every K a benchmark uses)
 
     def __post_init__(self) -> None:
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
-                                       or self.steps < 0):
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0
+        ):
             raise ConfigError(f"horizon must be a whole number ≥ 0 or 'full' (`horizon`), got {self.steps!r}.")
 
     @classmethod
@@ -215,27 +241,47 @@ class DataConfig:
     otherwise), ``on`` or ``off``; ``kwargs`` turns it into load_dataset's None / True / False.
     """
 
-    source: str = option("digits", "built-in dataset (digits, mnist1d, breast_cancer, moons) or an NPZ/CSV path",
-                         flag="--train", dest="train", metavar="TRAIN", label="data set")
+    source: str = option(
+        "digits",
+        "built-in dataset (digits, mnist1d, breast_cancer, moons) or an NPZ/CSV path",
+        flag="--train",
+        dest="train",
+        metavar="TRAIN",
+        label="data set",
+    )
     label_column: str | None = option(None, "CSV: the column holding the labels", type=str)
     group_column: str | None = option(None, "CSV: a column whose values define sources (sources: group)", type=str)
     test_fraction: float | None = option(
-        None, "held-out fraction (default 0.2); 0 = train on every row (no test split)", type=float)
+        None, "held-out fraction (default 0.2); 0 = train on every row (no test split)", type=float
+    )
     eval_source: str | None = option(
-        None, "your own evaluation set (NPZ/CSV with the training features and labels): every training row is "
-        "trained on and FILE is the test split", type=str, flag="--eval", metavar="FILE", label="evaluation file")
-    standardize: str = option("auto", "rescale features to mean 0, sd 1 with training statistics (auto: on for "
-                              "user tables, the built-in's own choice otherwise)", choices=STANDARDIZE,
-                              label="standardise the features")
-    seed: int = option(0, "seed of the train/test split (default 0)", flag="--split-seed", dest="split_seed",
-                       label="split seed")
+        None,
+        "your own evaluation set (NPZ/CSV with the training features and labels): every training row is "
+        "trained on and FILE is the test split",
+        type=str,
+        flag="--eval",
+        metavar="FILE",
+        label="evaluation file",
+    )
+    standardize: str = option(
+        "auto",
+        "rescale features to mean 0, sd 1 with training statistics (auto: on for "
+        "user tables, the built-in's own choice otherwise)",
+        choices=STANDARDIZE,
+        label="standardise the features",
+    )
+    seed: int = option(
+        0, "seed of the train/test split (default 0)", flag="--split-seed", dest="split_seed", label="split seed"
+    )
     label_noise: float = option(0.0, "fraction of training labels to flip")
     n_samples: int | None = option(None, "moons: number of points", type=int, label="points")
     noise: float | None = option(None, "moons: noise level", type=float)
-    noise_pairs: str | None = option(None, "class-conditional label noise, e.g. '7:1,2:5' (examples of class 7 get "
-                                     "label 1)", type=str, cli=False)
-    noise_seed: int | None = option(None, "seed of the label noise alone (default: the split seed)", type=int,
-                                    cli=False)
+    noise_pairs: str | None = option(
+        None, "class-conditional label noise, e.g. '7:1,2:5' (examples of class 7 get label 1)", type=str, cli=False
+    )
+    noise_seed: int | None = option(
+        None, "seed of the label noise alone (default: the split seed)", type=int, cli=False
+    )
 
     def __post_init__(self) -> None:
         _check_choice("standardize", self.standardize, STANDARDIZE, "standardisation")
@@ -283,8 +329,9 @@ class TrainConfig:
     lr_schedule: str = option("constant", "learning-rate schedule", choices=LR_SCHEDULES, label="LR schedule")
     step_every: int = option(10, "step schedule: epochs between decays", cli=False)
     step_gamma: float = option(0.1, "step schedule: decay factor", cli=False)
-    seed: int = option(0, "seed of initialisation and batch order",
-                       label="training seed (initialisation and batch order)")
+    seed: int = option(
+        0, "seed of initialisation and batch order", label="training seed (initialisation and batch order)"
+    )
     dtype: str = option("float32", "floating-point precision of training", choices=DTYPES)
     drop_last: bool = option(False, "drop the last incomplete batch of each epoch", cli=False)
 
@@ -334,36 +381,47 @@ class SimulationConfig:
     """
 
     scheme: str = option("trajectory", "how responses are simulated (none = train only)", choices=SCHEMES)
-    horizon: int | None = option(None, "K: an integer ≥ 0, or 'full' (trajectory)", type=Horizon.parse,
-                                 label="horizon K")
-    curvature: str = option("hessian", "curvature of the training loss used in the simulation (ekfac: "
-                            "trajectory only, continuous-time propagation in a per-segment EK-FAC eigenbasis)",
-                            choices=(*CURVATURES, "ekfac"))
+    horizon: int | None = option(
+        None, "K: an integer ≥ 0, or 'full' (trajectory)", type=Horizon.parse, label="horizon K"
+    )
+    curvature: str = option(
+        "hessian",
+        "curvature of the training loss used in the simulation (ekfac: "
+        "trajectory only, continuous-time propagation in a per-segment EK-FAC eigenbasis)",
+        choices=(*CURVATURES, "ekfac"),
+    )
     damping: float = option(0.01, "stationary: λ added to the curvature")
     step_size: float | None = option(None, "stationary: Neumann step α (default 1/λ_max)", type=float)
-    curvature_batch_size: int | None = option(None, "stationary: curvature mini-batch (default all data)",
-                                              type=int, flag="--curvature-batch")
-    backend: str = option("mlp", "mlp (fast, per layer) or func (torch.func reference)", choices=BACKENDS,
-                          cli=False)
-    memory_budget_mb: float = option(2048.0, "MB of working memory for simulation", flag="--memory-budget",
-                                     label="memory budget (MB)")
-    response_dtype: str | None = option(None, "storage precision of responses (default: the training dtype)",
-                                        choices=RESPONSE_DTYPES, type=str)
+    curvature_batch_size: int | None = option(
+        None, "stationary: curvature mini-batch (default all data)", type=int, flag="--curvature-batch"
+    )
+    backend: str = option("mlp", "mlp (fast, per layer) or func (torch.func reference)", choices=BACKENDS, cli=False)
+    memory_budget_mb: float = option(
+        2048.0, "MB of working memory for simulation", flag="--memory-budget", label="memory budget (MB)"
+    )
+    response_dtype: str | None = option(
+        None, "storage precision of responses (default: the training dtype)", choices=RESPONSE_DTYPES, type=str
+    )
     # compressed responses Δ ≈ C Qᵀ (engine/compress.py): None = dense, an int r = rank r,
     # "auto" = compressed (rank 256) only where that is clearly cheaper (see resolve_rank)
     rank: int | str | None = option(
-        "auto", "compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = rank 256 where it "
+        "auto",
+        "compressed responses Δ ≈ C Qᵀ of rank R; 'dense' = none; 'auto' (default) = rank 256 where it "
         "is ≥ 8× smaller than dense and m ≥ 1024 (full horizon or stationary), else dense",
-        type=parse_rank, label="rank",
+        type=parse_rank,
+        label="rank",
     )
     power_iterations: int = option(1, "compressed: power iterations of the range finder (default 1)")
     compression: str = option(
-        "svd", "compressed: how Δ is factorised: svd (Δ's own top directions; the sketched full horizon) or "
+        "svd",
+        "compressed: how Δ is factorised: svd (Δ's own top directions; the sketched full horizon) or "
         "query-aware (the dense responses, then the best rank R for the training points' own measurement "
-        "gradients)", choices=COMPRESSIONS,
+        "gradients)",
+        choices=COMPRESSIONS,
     )
-    segment_steps: int | None = option(None, "ekfac: training steps per curvature segment (default: one epoch)",
-                                       type=int)
+    segment_steps: int | None = option(
+        None, "ekfac: training steps per curvature segment (default: one epoch)", type=int
+    )
 
     def __post_init__(self) -> None:
         _check_choice("scheme", self.scheme, SCHEMES)

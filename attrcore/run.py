@@ -279,11 +279,19 @@ class TrainedRun:
 
     def save(self, store, name: str, overwrite: bool = False):
         info = store.save_run(
-            name, config=self.config, tensors=self.tensors(), history=self.history,
-            timings=self.timings, metrics=self.metrics,
-            meta={"source_names": list(self.source_names), "n_sources": self.n_sources,
-                  "bytes_per_source": self.bytes_per_source(), "compression": self.compression,
-                  "simulation_reason": self.simulation_reason},
+            name,
+            config=self.config,
+            tensors=self.tensors(),
+            history=self.history,
+            timings=self.timings,
+            metrics=self.metrics,
+            meta={
+                "source_names": list(self.source_names),
+                "n_sources": self.n_sources,
+                "bytes_per_source": self.bytes_per_source(),
+                "compression": self.compression,
+                "simulation_reason": self.simulation_reason,
+            },
             overwrite=overwrite,
         )
         self.name = name
@@ -334,11 +342,18 @@ class TrainedRun:
             info = {k: v for k, v in dict(rec.meta.get("compression") or {}).items() if k != "kind"}
             responses = CompressedResponses.from_tensors(t, mlp.n_layers, info)
         return cls(
-            spec=spec, recorded=rec.config, mlp=mlp, theta=theta, responses=responses,
+            spec=spec,
+            recorded=rec.config,
+            mlp=mlp,
+            theta=theta,
+            responses=responses,
             source_index=t["source_index"].numpy(),
             source_names=tuple(rec.meta.get("source_names", ())),
-            history=list(rec.history), timings=dict(rec.timings), metrics=dict(rec.metrics),
-            name=name, simulation_reason=rec.meta.get("simulation_reason"),
+            history=list(rec.history),
+            timings=dict(rec.timings),
+            metrics=dict(rec.metrics),
+            name=name,
+            simulation_reason=rec.meta.get("simulation_reason"),
         )
 
 
@@ -367,9 +382,7 @@ def fit(
     train_config = train_config or TrainConfig()
     src = sources if isinstance(sources, Sources) else make_sources(dataset, sources, groups)
     if src.index.shape != (dataset.n_train,):
-        raise ShapeError(
-            f"the sources cover {src.index.shape[0]} examples but the training set has {dataset.n_train}."
-        )
+        raise ShapeError(f"the sources cover {src.index.shape[0]} examples but the training set has {dataset.n_train}.")
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, tuple(hidden), activation)
     if simulation is None:
         choice = choose_simulation(mcfg, train_config, dataset.n_train, src.m)
@@ -383,9 +396,17 @@ def fit(
         warnings.warn(text, EstimateWarning, stacklevel=2)
     t0 = time.perf_counter()
     out = train(
-        mlp, dataset.X_train, dataset.y_train, train_config, simulation,
-        source_index=src.index, n_sources=src.m, X_val=dataset.X_test, y_val=dataset.y_test,
-        progress=progress, executor=executor,
+        mlp,
+        dataset.X_train,
+        dataset.y_train,
+        train_config,
+        simulation,
+        source_index=src.index,
+        n_sources=src.m,
+        X_val=dataset.X_test,
+        y_val=dataset.y_test,
+        progress=progress,
+        executor=executor,
     )
     responses = out.responses
     if isinstance(responses, Tensor):
@@ -399,7 +420,14 @@ def fit(
         metrics["neumann_step_size"] = out.extras["neumann_step_size"]
     spec = RunSpec(dataset.spec, mcfg, train_config, simulation, SourcesSpec(src.kind, src.m))
     return TrainedRun(
-        spec=spec, mlp=mlp, theta=out.theta, responses=responses,
-        source_index=np.asarray(src.index), source_names=tuple(src.names),
-        history=out.history, timings=timings, metrics=metrics, simulation_reason=simulation_reason,
+        spec=spec,
+        mlp=mlp,
+        theta=out.theta,
+        responses=responses,
+        source_index=np.asarray(src.index),
+        source_names=tuple(src.names),
+        history=out.history,
+        timings=timings,
+        metrics=metrics,
+        simulation_reason=simulation_reason,
     )

@@ -88,8 +88,11 @@ def main() -> None:
     Xq = torch.as_tensor(ds.X_test[:100])
     yq = torch.as_tensor(ds.y_test[:100])
     gemm = matmul_gflops()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 GEMM {gemm:.1f} GFLOP/s", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 GEMM {gemm:.1f} GFLOP/s",
+        flush=True,
+    )
 
     def timed(sim: SimulationConfig | None, n: int):
         times, out = [], None
@@ -113,33 +116,54 @@ def main() -> None:
         rows[label] = {"seconds": med, "runs": runs, "ratio_to_plain": med / plain_med}
         results[label] = {"responses": out.responses}
         assert torch.equal(out.theta, plain.theta), "simulation changed the training trajectory"
-        print(f"{label}: {med:.1f} s (runs {', '.join(f'{r:.1f}' for r in runs)}), "
-              f"{med / plain_med:.1f}x plain training", flush=True)
+        print(
+            f"{label}: {med:.1f} s (runs {', '.join(f'{r:.1f}' for r in runs)}), {med / plain_med:.1f}x plain training",
+            flush=True,
+        )
 
     # agreement with the full horizon as K varies (one run each; times are single runs)
     full = results["trajectory full"]["responses"]
     full_scores = score(mlp, plain.theta, full, Xq, yq).numpy()
     agreement = []
     # the short horizon keeps K·B tangents alive, so past K·B ≈ m it costs more than the full one
-    variants = [("trajectory", 0), ("trajectory", 4), ("trajectory", 8), ("trajectory", 16),
-                ("trajectory", 32), ("stationary", 100)]
+    variants = [
+        ("trajectory", 0),
+        ("trajectory", 4),
+        ("trajectory", 8),
+        ("trajectory", 16),
+        ("trajectory", 32),
+        ("stationary", 100),
+    ]
     for scheme, K in variants:
         if scheme == "trajectory" and K == 16:
             resp, secs = results["trajectory K=16"]["responses"], rows["trajectory K=16"]["seconds"]
         else:
             stationary = scheme == "stationary"
-            sim = SimulationConfig(scheme=scheme, horizon=K, curvature="gauss-newton" if stationary else "hessian",
-                                   curvature_batch_size=256 if stationary else None)
+            sim = SimulationConfig(
+                scheme=scheme,
+                horizon=K,
+                curvature="gauss-newton" if stationary else "hessian",
+                curvature_batch_size=256 if stationary else None,
+            )
             t0 = time.perf_counter()
             resp = train(mlp, ds.X_train, ds.y_train, cfg, sim).responses
             secs = time.perf_counter() - t0
         s = score(mlp, plain.theta, resp, Xq, yq).numpy()
         sp, pe = per_query_corr(s, full_scores)
         cos = float(torch.nn.functional.cosine_similarity(resp.double(), full.double(), dim=1).mean())
-        agreement.append({"scheme": scheme, "K": K, "seconds": secs, "spearman_vs_full": sp,
-                          "pearson_vs_full": pe, "cosine_delta_vs_full": cos})
-        print(f"{scheme} K={K}: {secs:.1f} s, Spearman vs full {sp:.3f}, Pearson {pe:.3f}, cos(Δ) {cos:.3f}",
-              flush=True)
+        agreement.append(
+            {
+                "scheme": scheme,
+                "K": K,
+                "seconds": secs,
+                "spearman_vs_full": sp,
+                "pearson_vs_full": pe,
+                "cosine_delta_vs_full": cos,
+            }
+        )
+        print(
+            f"{scheme} K={K}: {secs:.1f} s, Spearman vs full {sp:.3f}, Pearson {pe:.3f}, cos(Δ) {cos:.3f}", flush=True
+        )
 
     # readout
     stack = Tangents.from_flat(mlp, full)
@@ -156,22 +180,42 @@ def main() -> None:
         score(mlp, plain.theta, stack, Xq, yq, readout="cd")
         cd_times.append(time.perf_counter() - t0)
     readout = {
-        "queries": 100, "sources": 1437, "jvp_seconds": readout_s, "ms_per_query": 1000 * readout_s / 100,
-        "gflops_achieved": flops / readout_s / 1e9, "gemm_gflops": gemm,
+        "queries": 100,
+        "sources": 1437,
+        "jvp_seconds": readout_s,
+        "ms_per_query": 1000 * readout_s / 100,
+        "gflops_achieved": flops / readout_s / 1e9,
+        "gemm_gflops": gemm,
         "cd_seconds": statistics.median(cd_times),
     }
-    print(f"readout (jvp): {readout_s * 1000:.1f} ms for 100 queries × 1437 sources "
-          f"({readout['gflops_achieved']:.1f} GFLOP/s vs GEMM {gemm:.1f}); cd: {readout['cd_seconds']:.2f} s",
-          flush=True)
-    memory = {"bytes_per_source_float32": mlp.n_params * 4, "bytes_per_source_float16": mlp.n_params * 2,
-              "n_params": mlp.n_params, "total_MB_float32": 1437 * mlp.n_params * 4 / 1e6}
+    print(
+        f"readout (jvp): {readout_s * 1000:.1f} ms for 100 queries × 1437 sources "
+        f"({readout['gflops_achieved']:.1f} GFLOP/s vs GEMM {gemm:.1f}); cd: {readout['cd_seconds']:.2f} s",
+        flush=True,
+    )
+    memory = {
+        "bytes_per_source_float32": mlp.n_params * 4,
+        "bytes_per_source_float16": mlp.n_params * 2,
+        "n_params": mlp.n_params,
+        "total_MB_float32": 1437 * mlp.n_params * 4 / 1e6,
+    }
 
     report = {
-        "task": "digits-mlp", "epochs": epochs, "repeats": repeats,
-        "machine": {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "task": "digits-mlp",
+        "epochs": epochs,
+        "repeats": repeats,
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "test_accuracy": plain.history[-1]["test_accuracy"],
-        "timings": rows, "targets": TARGETS, "readout": readout, "memory": memory, "agreement": agreement,
+        "timings": rows,
+        "targets": TARGETS,
+        "readout": readout,
+        "memory": memory,
+        "agreement": agreement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     Path(args.out + ".json").write_text(json.dumps(report, indent=2))
@@ -221,8 +265,10 @@ def render(r: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for a in r["agreement"]:
-        lines.append(f"| {a['scheme']} | {a['K']} | {a['seconds']:.1f} | {a['spearman_vs_full']:.3f} | "
-                     f"{a['pearson_vs_full']:.3f} | {a['cosine_delta_vs_full']:.3f} |")
+        lines.append(
+            f"| {a['scheme']} | {a['K']} | {a['seconds']:.1f} | {a['spearman_vs_full']:.3f} | "
+            f"{a['pearson_vs_full']:.3f} | {a['cosine_delta_vs_full']:.3f} |"
+        )
     lines.append("")
     return "\n".join(lines)
 

@@ -52,9 +52,20 @@ PARAMS = {"80k": (256, 256), "300k": (512, 512), "1m": (1024, 896)}
 N_TEST = 1000
 TRAIN = {"lr": 0.1, "batch_size": 100, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
 METHODS = (
-    "grouped-10", "grouped-100", "compressed-r64", "compressed-r256", "ekfac", "ekfac-r64", "ekfac-r256",
-    "ekfac-qa-r64", "ekfac-qa-r256", "ekfac-qa-r512",
-    "dense", "trak-1", "trak-10", "dvemb",
+    "grouped-10",
+    "grouped-100",
+    "compressed-r64",
+    "compressed-r256",
+    "ekfac",
+    "ekfac-r64",
+    "ekfac-r256",
+    "ekfac-qa-r64",
+    "ekfac-qa-r256",
+    "ekfac-qa-r512",
+    "dense",
+    "trak-1",
+    "trak-10",
+    "dvemb",
 )
 
 
@@ -200,8 +211,7 @@ def run_cell(cell: dict) -> dict:
 
         sim, groups, m, out["scheme"] = simulation_of(cell)
         with Executor.resolve(workers=cell.get("workers") or None) as ex:
-            res = train(mlp, X, y, cfg, sim, source_index=groups, n_sources=m,
-                        executor=ex if ex.distributed else None)
+            res = train(mlp, X, y, cfg, sim, source_index=groups, n_sources=m, executor=ex if ex.distributed else None)
         out["setup_seconds"] = time.perf_counter() - t0
         out["simulate_seconds"] = res.timings["simulate_seconds"]
         out["train_seconds"] = res.timings.get("train_seconds")
@@ -238,8 +248,16 @@ def lds_of(cell, ds, mlp, cfg, Xq, yq, scores, groups) -> dict:
 
     def one(sources, S) -> float:
         gt = lds_ground_truth(
-            ds, mlp.config, cfg, n_subsets=cell["lds"], ceiling_seeds=0, queries=(Xq, yq), sources=sources,
-            vary_seed=not cell.get("lds_fixed_seed"), store=RunStore(Path(cell["cache"]) / "store"), n_jobs=1,
+            ds,
+            mlp.config,
+            cfg,
+            n_subsets=cell["lds"],
+            ceiling_seeds=0,
+            queries=(Xq, yq),
+            sources=sources,
+            vary_seed=not cell.get("lds_fixed_seed"),
+            store=RunStore(Path(cell["cache"]) / "store"),
+            n_jobs=1,
         )
         return float(np.nanmean(lds(S, gt.subsets, gt.outputs)))
 
@@ -326,8 +344,16 @@ def slopes(rows: list[dict]) -> list[dict]:
         if len({a for a, _ in pts}) < 2:
             return
         a, b = np.log([q[0] for q in pts]), np.log([q[1] for q in pts])
-        out.append({"cost": cost, "method": method, "against": against, "fixed": fixed,
-                    "slope": float(np.polyfit(a, b, 1)[0]), "points": len(pts)})
+        out.append(
+            {
+                "cost": cost,
+                "method": method,
+                "against": against,
+                "fixed": fixed,
+                "slope": float(np.polyfit(a, b, 1)[0]),
+                "points": len(pts),
+            }
+        )
 
     for cost, (key, scale) in COSTS.items():
         have = [r for r in ok if r.get(key) is not None]
@@ -344,16 +370,23 @@ def slopes(rows: list[dict]) -> list[dict]:
                 sel = [r for r in mine if (r["n"], r["params"], r["epochs"]) == v]
                 if sel:
                     what = _family(sel[0]["method"])[1]
-                    fit(cost, fam, what, f"n={v[0]}, params={v[1]}, epochs={v[2]}",
-                        [(_family(r["method"])[2], scale * r[key]) for r in sel])
+                    fit(
+                        cost,
+                        fam,
+                        what,
+                        f"n={v[0]}, params={v[1]}, epochs={v[2]}",
+                        [(_family(r["method"])[2], scale * r[key]) for r in sel],
+                    )
     return out
 
 
 def _ratio(r: dict, rows: list[dict]) -> str:
     """TRAK-10's time per query over this row's, both from the same run and cell."""
     peer = [
-        t for t in rows
-        if t["method"] == "trak-10" and "error" not in t
+        t
+        for t in rows
+        if t["method"] == "trak-10"
+        and "error" not in t
         and (t["n"], t["params"], t.get("epochs"), t.get("run")) == (r["n"], r["params"], r.get("epochs"), r.get("run"))
     ]
     if not peer or r["method"] == "trak-10":
@@ -366,8 +399,11 @@ def _lds_text(r: dict) -> str:
     if not L:
         return "—"
     parts = [f"{L['lds']:.3f}" if not r["method"].startswith("grouped") else f"{L['lds']:.3f} (group)"]
-    parts += [f"g{k.split('-')[1]}: {v:.3f}" for k, v in L.items() if k.startswith("groups-")
-              and not r["method"].startswith("grouped")]
+    parts += [
+        f"g{k.split('-')[1]}: {v:.3f}"
+        for k, v in L.items()
+        if k.startswith("groups-") and not r["method"].startswith("grouped")
+    ]
     return "; ".join(parts)
 
 
@@ -397,8 +433,10 @@ def write(doc: dict, out_dir: Path) -> None:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r.get('run', '')} | {r['n']} | {r['params']} | {r.get('epochs', '')} | {r['method']} "
-                         f"| failed: {r['error'][:80]} |||||||||")
+            lines.append(
+                f"| {r.get('run', '')} | {r['n']} | {r['params']} | {r.get('epochs', '')} | {r['method']} "
+                f"| failed: {r['error'][:80]} |||||||||"
+            )
             continue
         sim = f"{r['simulate_seconds']:.1f}" if r.get("simulate_seconds") is not None else "—"
         rounds = len(r.get("round_seconds", [])) or 1
@@ -415,11 +453,17 @@ def write(doc: dict, out_dir: Path) -> None:
         lines += ["", "## Notes", ""]
         lines += [f"- {t}" for t in doc["notes"]]
     if doc["slopes"]:
-        lines += ["", "## Fitted slopes (log-log least squares; points = cells the fit rests on)", "",
-                  "| cost | method | against | cells fixed at | slope | points |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Fitted slopes (log-log least squares; points = cells the fit rests on)",
+            "",
+            "| cost | method | against | cells fixed at | slope | points |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in sorted(doc["slopes"], key=lambda e: (e["cost"], e["method"], e["against"], e["fixed"])):
-            lines.append(f"| {e['cost']} | {e['method']} | {e['against']} | {e['fixed']} | {e['slope']:.2f} "
-                         f"| {e['points']} |")
+            lines.append(
+                f"| {e['cost']} | {e['method']} | {e['against']} | {e['fixed']} | {e['slope']:.2f} | {e['points']} |"
+            )
     (out_dir / "scale.md").write_text("\n".join(lines) + "\n")
 
 

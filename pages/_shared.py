@@ -98,11 +98,15 @@ def job(
     button (clicking it stops the script run, so nothing is saved); a failure or a
     cancellation is shown as one readable message; ``rerun=True`` reruns the page on success."""
     if cancel is not None:
-        st.button(cancel[0], key=cancel[1], icon=":material/stop:",
-                  help="Stops at once; nothing is saved.")
+        st.button(cancel[0], key=cancel[1], icon=":material/stop:", help="Stops at once; nothing is saved.")
     bar = st.progress(0.0, text=start)
-    outcome = sup.run_job(fn, lambda frac, words: bar.progress(frac, text=words), text=text or sup.stage_text,
-                          on_epoch=on_epoch, label=label)
+    outcome = sup.run_job(
+        fn,
+        lambda frac, words: bar.progress(frac, text=words),
+        text=text or sup.stage_text,
+        on_epoch=on_epoch,
+        label=label,
+    )
     if outcome.cancelled:
         st.warning(outcome.message)
     elif not outcome.ok:

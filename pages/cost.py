@@ -199,6 +199,7 @@ if doc is not None:
         )
     with c4:
         sh.chart(plots.speedup_bars(scale_bench.speedups(doc), targets={"100×": 100, "10×": 10}), "scale_speedup")
-    st.caption(f"From `{doc.get('command', 'benchmarks/scale_bench.py')}`, {doc.get('date', '?')}; "
-               "table, recipes per cell, missing cells and fitted slopes in benchmarks/scale.md.")
-
+    st.caption(
+        f"From `{doc.get('command', 'benchmarks/scale_bench.py')}`, {doc.get('date', '?')}; "
+        "table, recipes per cell, missing cells and fitted slopes in benchmarks/scale.md."
+    )

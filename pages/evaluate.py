@@ -267,8 +267,15 @@ else:
         pts = sup.bench_time_points(doc, proto)
         pceil = ((doc.get("ground_truth", {}).get(proto) or {}).get("ceiling") or {}).get("mean")
         sh.chart(
-            plots.lds_vs_time(pts["labels"], pts["seconds"], pts["lds"], pts["families"], pts["errors"], pceil,
-                              title=f"LDS ({proto}) against time, every setting of the report"),
+            plots.lds_vs_time(
+                pts["labels"],
+                pts["seconds"],
+                pts["lds"],
+                pts["families"],
+                pts["errors"],
+                pceil,
+                title=f"LDS ({proto}) against time, every setting of the report",
+            ),
             "eval_bench_time",
         )
 

@@ -129,9 +129,7 @@ st.subheader(f"2 · Query #{q}")
 qc, info = st.columns([1, 2])
 with qc:
     if ds.kind in ("image", "signal"):
-        sh.chart(
-            plots.example_mosaic(QX[[q]], ds.kind, ds.image_shape, cols=1, cell_px=180), f"explore_query_{q}"
-        )
+        sh.chart(plots.example_mosaic(QX[[q]], ds.kind, ds.image_shape, cols=1, cell_px=180), f"explore_query_{q}")
     elif ds.kind == "points":
         st.markdown(f"Point ({QX[q, 0]:.2f}, {QX[q, 1]:.2f})")
     else:

@@ -216,7 +216,10 @@ with model_col:
             # the page starts at K = 16 (quick to train), not at the library's full horizon
             horizon = int(
                 c2.number_input(
-                    f"horizon K ({Horizon.meaning('trajectory')})", value=16, step=1, key="train_horizon",
+                    f"horizon K ({Horizon.meaning('trajectory')})",
+                    value=16,
+                    step=1,
+                    key="train_horizon",
                     help=sup.widget_args(SimulationConfig, "horizon")["help"],
                 )
             )
@@ -225,7 +228,9 @@ with model_col:
         horizon = int(c1.number_input(f"K ({Horizon.meaning('stationary')})", value=100, step=1, key="train_stat_k"))
         damping = float(
             c2.number_input(
-                **sup.widget_args(SimulationConfig, "damping"), step=0.01, key="train_damping",
+                **sup.widget_args(SimulationConfig, "damping"),
+                step=0.01,
+                key="train_damping",
             )
         )
     curvature = SimulationConfig().curvature

@@ -75,7 +75,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
-            "error: the tests changed the repository's working tree: " + ", ".join(changed)
+            "error: the tests changed the repository's working tree: "
+            + ", ".join(changed)
             + " (tests must write to temporary folders)",
             red=True,
         )

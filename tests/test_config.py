@@ -104,8 +104,23 @@ def test_data_options_are_declared_once_and_generate_the_data_flags():
         args = build_parser().parse_args(command)
         assert config_from_args(DataConfig, args) == DataConfig()  # the CLI defaults are the options'
     args = build_parser().parse_args(
-        ["train", "--train", "moons", "--split-seed", "3", "--seed", "5", "--standardize", "off", "--n-samples", "90",
-         "--eval", "e.csv", "--test-fraction", "0"]
+        [
+            "train",
+            "--train",
+            "moons",
+            "--split-seed",
+            "3",
+            "--seed",
+            "5",
+            "--standardize",
+            "off",
+            "--n-samples",
+            "90",
+            "--eval",
+            "e.csv",
+            "--test-fraction",
+            "0",
+        ]
     )
     data = config_from_args(DataConfig, args)
     picked = (data.source, data.seed, data.standardize, data.n_samples, data.eval_source)
@@ -133,10 +148,21 @@ def test_the_option_to_flag_map_is_built_while_the_flags_are_generated():
     from attrcore.data import load_dataset
 
     flags = option_flags(build_parser())
-    expected = {"source": "--train", "seed": "--seed", "eval_source": "--eval", "test_fraction": "--test-fraction",
-                "models": "--ensemble", "top_k": "--top-k", "memory_budget_mb": "--memory-budget",
-                "curvature_batch_size": "--curvature-batch", "hidden": "--hidden", "sources": "--sources",
-                "overwrite": "--overwrite", "target_class": "--target-class", "loo_seeds": "--loo-seeds"}
+    expected = {
+        "source": "--train",
+        "seed": "--seed",
+        "eval_source": "--eval",
+        "test_fraction": "--test-fraction",
+        "models": "--ensemble",
+        "top_k": "--top-k",
+        "memory_budget_mb": "--memory-budget",
+        "curvature_batch_size": "--curvature-batch",
+        "hidden": "--hidden",
+        "sources": "--sources",
+        "overwrite": "--overwrite",
+        "target_class": "--target-class",
+        "loo_seeds": "--loo-seeds",
+    }
     assert {k: flags.get(k) for k in expected} == expected
     with pytest.raises(ConfigError) as info:
         load_dataset("digits", test_fraction=0.3, eval_source="elsewhere.csv")
@@ -162,5 +188,8 @@ def test_every_horizon_conversion_goes_through_horizon():
     # a stored dict and a config read their horizon the same way
     for horizon in ("full", "4", None, 4):
         sim = SimulationConfig.with_horizon(horizon, rank="auto")
-        assert rank_for(sim, 5000, 100_000) == rank_for(sim.to_dict(), 5000, 100_000) == rank_for(
-            {"scheme": "trajectory", "horizon": horizon, "rank": "auto"}, 5000, 100_000)
+        assert (
+            rank_for(sim, 5000, 100_000)
+            == rank_for(sim.to_dict(), 5000, 100_000)
+            == rank_for({"scheme": "trajectory", "horizon": horizon, "rank": "auto"}, 5000, 100_000)
+        )

@@ -113,8 +113,10 @@ def test_function_level_imports_only_for_optional_heavy_dependencies_with_a_comm
     and its comment says which."""
     bad = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        bad += [f"{path.relative_to(PACKAGE.parent)}:{n}: {text}"
-                for n, text in uncommented_function_imports(path.read_text(encoding="utf-8"))]
+        bad += [
+            f"{path.relative_to(PACKAGE.parent)}:{n}: {text}"
+            for n, text in uncommented_function_imports(path.read_text(encoding="utf-8"))
+        ]
     assert not bad, "hoist these imports to the module top, or comment why they must stay local:\n" + "\n".join(bad)
 
 

@@ -1,5 +1,4 @@
-"""Baseline methods in the app: which are available, their options, stored baseline scores.
-"""
+"""Baseline methods in the app: which are available, their options, stored baseline scores."""
 
 from __future__ import annotations
 
@@ -63,7 +62,6 @@ def baseline_scores(
     sources; stored as an artifact. TRAK uses ``models`` independently trained models (the
     run's own model and ``models − 1`` more seeds); TracIn retrains once with checkpoints."""
 
-
     if method not in BASELINES:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}.")
     ds = run.dataset
@@ -89,8 +87,19 @@ def baseline_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TRAK's automatic ridge warning: recorded in meta
         result = attribute(
-            method, run.mlp, ds.X_train, ds.y_train, X_q, y_q, run.train_config,
-            sources=sources, models=models, measure=measure, options=opts, trained=[own], progress=progress,
+            method,
+            run.mlp,
+            ds.X_train,
+            ds.y_train,
+            X_q,
+            y_q,
+            run.train_config,
+            sources=sources,
+            models=models,
+            measure=measure,
+            options=opts,
+            trained=[own],
+            progress=progress,
         )
     scores = result.scores.numpy().astype(np.float32)
     meta = {"seconds": time.perf_counter() - t0, **result.timings, "state_bytes": result.state_bytes}

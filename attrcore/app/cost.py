@@ -1,5 +1,4 @@
-"""Cost page view model: measured readout and simulation cost, the machine, break-even.
-"""
+"""Cost page view model: measured readout and simulation cost, the machine, break-even."""
 
 from __future__ import annotations
 

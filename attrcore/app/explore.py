@@ -238,8 +238,13 @@ def counterfactual(
 
 def counterfactual_key(run: TrainedRun, version: str, query: int, remove: Sequence[int], measure: str) -> dict:
     """The artifact key of a counterfactual retrain (:func:`counterfactual` stores under it)."""
-    return {"run": run.name, "version": version, "query": int(query), "remove": sorted(int(j) for j in remove),
-            "measure": measure}
+    return {
+        "run": run.name,
+        "version": version,
+        "query": int(query),
+        "remove": sorted(int(j) for j in remove),
+        "measure": measure,
+    }
 
 
 # ----------------------------------------------------------------------------- the page's words and tables

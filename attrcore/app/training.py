@@ -1,5 +1,4 @@
-"""Train page view model: the data choice, the train request, progress text, the demo run.
-"""
+"""Train page view model: the data choice, the train request, progress text, the demo run."""
 
 from __future__ import annotations
 
@@ -110,9 +109,7 @@ def receive_upload(home: str | Path, filename: str, data: bytes) -> Upload:
     return Upload(path, columns, uploads.guess_label_column(columns))
 
 
-def load_choice(
-    home: str | Path, choice: DataChoice, load: Callable[[DataChoice], Dataset] | None = None
-) -> Dataset:
+def load_choice(home: str | Path, choice: DataChoice, load: Callable[[DataChoice], Dataset] | None = None) -> Dataset:
     """Load the chosen data (``load``, default ``choice.load()``: the page passes its cached
     loader). When it fails, the uploads it named (data file, evaluation file) are deleted
     unless a run uses them, and the error is raised again."""

@@ -36,11 +36,25 @@ def cli_attribute(args) -> int:
     elif method.startswith("if-"):
         opts = {"damping": args.damping}
     X_q, y_q = load_queries(args.test, ds)
-    result = attribute(method, mlp, ds.X_train, ds.y_train, X_q, y_q, cfg, sources=src, models=models,
-                       measure=args.measure, target_class=args.target_class, options=opts)
+    result = attribute(
+        method,
+        mlp,
+        ds.X_train,
+        ds.y_train,
+        X_q,
+        y_q,
+        cfg,
+        sources=src,
+        models=models,
+        measure=args.measure,
+        target_class=args.target_class,
+        options=opts,
+    )
     scores = result.scores.numpy()
-    print(f"{method}: scores [{scores.shape[0]} queries, {scores.shape[1]} sources]; setup "
-          f"{result.timings['setup_seconds']:.2f} s, {1000 * result.seconds_per_query:.3f} ms per query")
+    print(
+        f"{method}: scores [{scores.shape[0]} queries, {scores.shape[1]} sources]; setup "
+        f"{result.timings['setup_seconds']:.2f} s, {1000 * result.seconds_per_query:.3f} ms per query"
+    )
     for q in range(min(3, scores.shape[0])):
         top = np.argsort(-scores[q])[:5]
         print(f"query {q}: top proponents " + ", ".join(f"{src.names[j]} ({scores[q, j]:+.3g})" for j in top))

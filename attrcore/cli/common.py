@@ -46,8 +46,9 @@ class _RecordGiven(argparse.Action):
         namespace.given_options = set(getattr(namespace, "given_options", set())) | {self.dest}
 
 
-def add_options(group, cls, *, only: Collection[str] | None = None, skip: Collection[str] = (),
-                record_given: Collection[str] = ()) -> dict[str, str]:
+def add_options(
+    group, cls, *, only: Collection[str] | None = None, skip: Collection[str] = (), record_given: Collection[str] = ()
+) -> dict[str, str]:
     """One flag per :func:`~attrcore.config.option` field of config class ``cls`` (``only``
     these / not those in ``skip``): its flag, default, choices and help; the value lands in
     ``args.<dest>`` (the option's name unless it declares another). A field with a custom
@@ -123,12 +124,15 @@ class ModelOptions:
 class SaveOptions:
     """What the score columns are, where the simulation runs, and the run's name."""
 
-    sources: str = option("example", "what the score columns are: one per training example (default), per "
-                          "class or per group", choices=SOURCE_KINDS)
-    workers: int | None = option(None, "simulate in shards on a Dask LocalCluster of N worker processes", type=int,
-                                 metavar="N")
-    scheduler: str | None = option(None, "simulate in shards on this Dask cluster", type=str,
-                                   metavar="tcp://HOST:PORT")
+    sources: str = option(
+        "example",
+        "what the score columns are: one per training example (default), per class or per group",
+        choices=SOURCE_KINDS,
+    )
+    workers: int | None = option(
+        None, "simulate in shards on a Dask LocalCluster of N worker processes", type=int, metavar="N"
+    )
+    scheduler: str | None = option(None, "simulate in shards on this Dask cluster", type=str, metavar="tcp://HOST:PORT")
     run: str | None = option(None, "name to save the run under in the store", type=str)
     overwrite: bool = option(False, "replace an existing run of that name")
     dry_run: bool = option(False, "check every option and print the memory and time estimate; train nothing")
@@ -139,45 +143,78 @@ class ScoreOptions:
     """Which queries are scored, how, and where the scores go."""
 
     run: str | None = option(None, "a saved run (see 'python -m attrcore runs')", type=str, required=True)
-    test: str | None = option(None, "queries: the test split of the data (default; or the data's name) or an "
-                              "NPZ/CSV path", type=str)
-    measure: str = option("margin", "what is attributed: the margin of the true class (default), the loss, or a "
-                          "class's logit / probability", choices=MEASURES, label="measurement")
+    test: str | None = option(
+        None, "queries: the test split of the data (default; or the data's name) or an NPZ/CSV path", type=str
+    )
+    measure: str = option(
+        "margin",
+        "what is attributed: the margin of the true class (default), the loss, or a class's logit / probability",
+        choices=MEASURES,
+        label="measurement",
+    )
     target_class: int | None = option(None, "class for --measure logit/prob (default: the true class)", type=int)
     readout: str = option("jvp", "forward-mode JVP (default) or central differences", choices=READOUTS)
-    out: str | None = option(None, "write the [n_queries, n_sources] float32 matrix here (.npy, written chunk by "
-                             "chunk through a memory map), or with --top-k the top-k lists (.npz)", type=str)
-    top_k: int | None = option(None, "keep only the K most positive and K most negative sources of each query "
-                               "(indices + scores; never builds the whole matrix)", type=int, metavar="K")
-    query_rows: str | None = option(None, "score only the queries A..B-1 (0-based, B exclusive; e.g. 0:1000)",
-                                    type=str, flag="--queries", metavar="A:B")
-    memory_budget_mb: float = option(1024.0, "working memory of the readout (default 1024 MB); responses larger than "
-                                     "this are memory-mapped from the store and streamed from disk; a matrix larger "
-                                     "than this is refused unless written to a .npy file or reduced with --top-k / "
-                                     "--queries", flag="--memory-budget", metavar="MB")
+    out: str | None = option(
+        None,
+        "write the [n_queries, n_sources] float32 matrix here (.npy, written chunk by "
+        "chunk through a memory map), or with --top-k the top-k lists (.npz)",
+        type=str,
+    )
+    top_k: int | None = option(
+        None,
+        "keep only the K most positive and K most negative sources of each query "
+        "(indices + scores; never builds the whole matrix)",
+        type=int,
+        metavar="K",
+    )
+    query_rows: str | None = option(
+        None,
+        "score only the queries A..B-1 (0-based, B exclusive; e.g. 0:1000)",
+        type=str,
+        flag="--queries",
+        metavar="A:B",
+    )
+    memory_budget_mb: float = option(
+        1024.0,
+        "working memory of the readout (default 1024 MB); responses larger than "
+        "this are memory-mapped from the store and streamed from disk; a matrix larger "
+        "than this is refused unless written to a .npy file or reduced with --top-k / "
+        "--queries",
+        flag="--memory-budget",
+        metavar="MB",
+    )
 
 
 @dataclass(frozen=True)
 class MethodOptions:
     """``attribute --method``: forward-only or a baseline, with the baselines' settings."""
 
-    method: str = option("forward-only", "forward-only (train + simulate, saved with --run) or a baseline; 'if' is "
-                         "the influence function with --if-solver", choices=(*METHODS, *ALIASES))
-    models: int = option(1, "TRAK: number of models", flag="--ensemble", dest="ensemble",
-                         label="number of models")
+    method: str = option(
+        "forward-only",
+        "forward-only (train + simulate, saved with --run) or a baseline; 'if' is "
+        "the influence function with --if-solver",
+        choices=(*METHODS, *ALIASES),
+    )
+    models: int = option(1, "TRAK: number of models", flag="--ensemble", dest="ensemble", label="number of models")
     proj_dim: int = option(512, "TRAK: projection dimension")
-    if_solver: str = option("explicit", "--method if: explicit Hessian of the last layer (default) or CG over the "
-                            "whole network; --damping sets the damping", choices=IF_SOLVERS)
-    lambda_reg: float | None = option(None, "TRAK: ridge on the kernel (default: 0 below n training examples, "
-                                      "automatic above)", type=float)
+    if_solver: str = option(
+        "explicit",
+        "--method if: explicit Hessian of the last layer (default) or CG over the "
+        "whole network; --damping sets the damping",
+        choices=IF_SOLVERS,
+    )
+    lambda_reg: float | None = option(
+        None, "TRAK: ridge on the kernel (default: 0 below n training examples, automatic above)", type=float
+    )
 
 
 @dataclass(frozen=True)
 class GcOptions:
     """``gc``: what counts as a leftover."""
 
-    grace_seconds: float = option(900.0, "keep unlocked leftovers younger than this (default 900; a dead writer's "
-                                  "go at once)")
+    grace_seconds: float = option(
+        900.0, "keep unlocked leftovers younger than this (default 900; a dead writer's go at once)"
+    )
 
 
 # ----------------------------------------------------------------------------- flags of the subcommands
@@ -196,8 +233,10 @@ def add_model_flags(p: argparse.ArgumentParser, title: str = "model and training
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
     s = p.add_argument_group(
-        "simulation", "without --scheme/--horizon/--curvature/--segment-steps the measured-best setting for the "
-        "model and data size is chosen (attrcore.engine.choose; 'show' prints which and why)")
+        "simulation",
+        "without --scheme/--horizon/--curvature/--segment-steps the measured-best setting for the "
+        "model and data size is chosen (attrcore.engine.choose; 'show' prints which and why)",
+    )
     # the flags that choose the simulation (and the budget, which the choice may raise) record
     # that they were given, so _configs can tell "default" from "not set"
     flags = add_options(s, SimulationConfig, record_given=(*CHOICE_OPTIONS, "memory_budget_mb", "rank", "compression"))
@@ -257,12 +296,17 @@ def _chosen_simulation(args, dataset, train_cfg, n_sources: int):
     that do not choose the scheme (memory budget, response dtype, rank) applied."""
     mcfg = MLPConfig(dataset.n_features, dataset.n_classes, parse_hidden(args.hidden), args.activation)
     given_budget = "memory_budget_mb" in getattr(args, "given_options", set())  # else the choice may raise it
-    choice = choose_simulation(mcfg, train_cfg, dataset.n_train, n_sources,
-                               memory_budget_mb=args.memory_budget_mb if given_budget else None)
+    choice = choose_simulation(
+        mcfg, train_cfg, dataset.n_train, n_sources, memory_budget_mb=args.memory_budget_mb if given_budget else None
+    )
     given = getattr(args, "given_options", set())
-    cfg = replace(choice.config, response_dtype=args.response_dtype, power_iterations=args.power_iterations,
-                  rank=args.rank if "rank" in given else choice.config.rank,
-                  compression=args.compression if "compression" in given else choice.config.compression)
+    cfg = replace(
+        choice.config,
+        response_dtype=args.response_dtype,
+        power_iterations=args.power_iterations,
+        rank=args.rank if "rank" in given else choice.config.rank,
+        compression=args.compression if "compression" in given else choice.config.compression,
+    )
     return cfg, choice.reason
 
 

@@ -52,8 +52,9 @@ from .common import (
 class EvaluateOptions:
     """``evaluate``: the score matrix and the ground truth it is judged against."""
 
-    scores: str | None = option(None, "float [n_queries, n_sources] matrix", type=str, metavar="SCORES.npy",
-                                required=True)
+    scores: str | None = option(
+        None, "float [n_queries, n_sources] matrix", type=str, metavar="SCORES.npy", required=True
+    )
     subsets: int = option(100, "number of random training subsets (default 100)")
     fraction: float = option(0.5, "fraction of sources kept per subset (default 0.5)")
     subset_seed: int = option(0, "seed of the subset draws")
@@ -74,8 +75,7 @@ class BenchOptions:
     subsets: int | None = option(None, "LDS subsets (default: the task's, 100; --quick: 10)", type=int)
     queries: int | None = option(None, "use the first N test examples as queries (default: all)", type=int)
     epochs: int | None = option(None, "override the task's number of epochs", type=int)
-    methods: tuple | None = option(None, "only these methods", type=str, nargs="+", metavar="METHOD",
-                                   choices=METHODS)
+    methods: tuple | None = option(None, "only these methods", type=str, nargs="+", metavar="METHOD", choices=METHODS)
     out: str = option("benchmarks", "directory for the table and JSON (default benchmarks)")
 
 
@@ -83,8 +83,12 @@ class BenchOptions:
 class EngineOptions:
     """Where the retraining runs."""
 
-    scheduler: str | None = option(None, "run the retraining on this Dask scheduler (default: joblib on this "
-                                   "machine)", type=str, metavar="tcp://HOST:PORT")
+    scheduler: str | None = option(
+        None,
+        "run the retraining on this Dask scheduler (default: joblib on this machine)",
+        type=str,
+        metavar="tcp://HOST:PORT",
+    )
     jobs: int = option(-1, "joblib workers (-1 = all cores, 1 = in process)")
 
 
@@ -103,9 +107,10 @@ def register(subparsers) -> None:
     """Add ``evaluate`` and ``bench`` to ``subparsers``."""
 
     p = subparsers.add_parser(
-        "evaluate", help="LDS (and LOO) of a score matrix against retrained models",
+        "evaluate",
+        help="LDS (and LOO) of a score matrix against retrained models",
         description="Retrain models on random subsets (stored and resumable), then print the LDS of "
-                    "SCORES.npy ([n_queries, n_sources]) and, with --loo, its leave-one-out correlation.",
+        "SCORES.npy ([n_queries, n_sources]) and, with --loo, its leave-one-out correlation.",
     )
     add_data_flags(p)
     flags = add_options(p, ScoreOptions, only=("test",))
@@ -119,7 +124,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
-        "bench", help="run every method on a benchmark task and write benchmarks/<task>.{md,json}")
+        "bench", help="run every method on a benchmark task and write benchmarks/<task>.{md,json}"
+    )
     record_flags(p, add_options(p, BenchOptions))
     _add_engine_flags(p)
     p.set_defaults(func=cmd_bench)
@@ -137,8 +143,13 @@ def _progress_bar():
             if state["bar"] is not None:
                 state["bar"].close()
             retrain = p.stage != "methods"  # the benchmark's last stage scores methods
-            state["bar"] = tqdm(total=p.total, desc=f"retraining ({p.stage})" if retrain else "methods",
-                                unit="model" if retrain else "method", file=sys.stderr, disable=None)
+            state["bar"] = tqdm(
+                total=p.total,
+                desc=f"retraining ({p.stage})" if retrain else "methods",
+                unit="model" if retrain else "method",
+                file=sys.stderr,
+                disable=None,
+            )
             state["stage"] = p.stage
         bar = state["bar"]
         bar.n = p.done
@@ -169,8 +180,10 @@ def _load_scores(path: str) -> np.ndarray:
     except (OSError, ValueError) as err:
         raise ConfigError(f"could not read {path!r} as a .npy array ({err}); save scores with numpy.save.") from None
     if scores.ndim != 2 or not np.issubdtype(scores.dtype, np.number):
-        raise ShapeError(f"{path} holds a {scores.dtype} array of shape {scores.shape}; expected a float "
-                         "[n_queries, n_sources] matrix.")
+        raise ShapeError(
+            f"{path} holds a {scores.dtype} array of shape {scores.shape}; expected a float "
+            "[n_queries, n_sources] matrix."
+        )
     if not np.isfinite(scores).all():
         raise ShapeError(f"{path} holds NaN or infinite scores; recompute them.")
     return scores.astype(np.float64)
@@ -197,42 +210,71 @@ def cmd_evaluate(args) -> int:
     mcfg = MLPConfig(ds.n_features, ds.n_classes, parse_hidden(args.hidden), args.activation)
     cfg = _train_config(args)
     sources = None if args.sources == "example" else src
-    common = {"queries": (X_q, y_q), "target_class": args.target_class, "sources": sources,
-              "scheduler": args.scheduler, "n_jobs": args.jobs}
+    common = {
+        "queries": (X_q, y_q),
+        "target_class": args.target_class,
+        "sources": sources,
+        "scheduler": args.scheduler,
+        "n_jobs": args.jobs,
+    }
     cb, close = _progress_bar()
     try:
-        gt = lds_ground_truth(ds, mcfg, cfg, n_subsets=args.subsets, fraction=args.fraction,
-                              seed=args.subset_seed, measure=args.measure,
-                              ceiling_seeds=args.ceiling_seeds, vary_seed=args.random_seeds,
-                              progress=cb, **common)
+        gt = lds_ground_truth(
+            ds,
+            mcfg,
+            cfg,
+            n_subsets=args.subsets,
+            fraction=args.fraction,
+            seed=args.subset_seed,
+            measure=args.measure,
+            ceiling_seeds=args.ceiling_seeds,
+            vary_seed=args.random_seeds,
+            progress=cb,
+            **common,
+        )
         loo = None
         if args.loo:
             rng = np.random.default_rng(args.subset_seed)
             idx = np.sort(rng.choice(src.m, size=min(args.loo_k, src.m), replace=False))
-            loo = loo_ground_truth(ds, mcfg, cfg, idx, seeds=args.loo_seeds, measure=args.measure,
-                                   progress=cb, **common)
+            loo = loo_ground_truth(
+                ds, mcfg, cfg, idx, seeds=args.loo_seeds, measure=args.measure, progress=cb, **common
+            )
     finally:
         close()
     result = {
-        "lds": summarize(gt.score(scores)), "ceiling": summarize(gt.ceiling()),
-        "oracle_ceiling": summarize(gt.oracle_ceiling()), "n_subsets": gt.n_subsets,
-        "fraction": args.fraction, "retrained": gt.n_trained, "seconds": gt.seconds,
+        "lds": summarize(gt.score(scores)),
+        "ceiling": summarize(gt.ceiling()),
+        "oracle_ceiling": summarize(gt.oracle_ceiling()),
+        "n_subsets": gt.n_subsets,
+        "fraction": args.fraction,
+        "retrained": gt.n_trained,
+        "seconds": gt.seconds,
     }
     protocol = "seed per subset" if args.random_seeds else f"seed {cfg.seed} for every subset"
-    print(f"LDS {_fmt(result['lds'])} over {result['lds']['n']} queries "
-          f"({gt.n_subsets} subsets at {args.fraction}, {protocol}; {gt.n_trained} models retrained "
-          f"in {gt.seconds:.1f} s, the rest read from the store)")
+    print(
+        f"LDS {_fmt(result['lds'])} over {result['lds']['n']} queries "
+        f"({gt.n_subsets} subsets at {args.fraction}, {protocol}; {gt.n_trained} models retrained "
+        f"in {gt.seconds:.1f} s, the rest read from the store)"
+    )
     if args.ceiling_seeds:
-        print(f"seed-noise ceiling {_fmt(result['ceiling'])} (run-to-run Spearman of retrained outputs; "
-              f"noise-free bound {_fmt(result['oracle_ceiling'])})")
+        print(
+            f"seed-noise ceiling {_fmt(result['ceiling'])} (run-to-run Spearman of retrained outputs; "
+            f"noise-free bound {_fmt(result['oracle_ceiling'])})"
+        )
     if loo is not None:
         c = loo.score(scores)
-        result["loo"] = {"pearson": summarize(c.pearson), "spearman": summarize(c.spearman),
-                         "seed_agreement": summarize(loo.seed_agreement()), "k": len(loo.indices),
-                         "seeds": list(args.loo_seeds)}
-        print(f"LOO (weight-zero, {len(loo.indices)} sources, seeds {list(args.loo_seeds)}): "
-              f"Pearson {_fmt(result['loo']['pearson'])}, Spearman {_fmt(result['loo']['spearman'])}; "
-              f"seed-to-seed agreement of the effects {_fmt(result['loo']['seed_agreement'])}")
+        result["loo"] = {
+            "pearson": summarize(c.pearson),
+            "spearman": summarize(c.spearman),
+            "seed_agreement": summarize(loo.seed_agreement()),
+            "k": len(loo.indices),
+            "seeds": list(args.loo_seeds),
+        }
+        print(
+            f"LOO (weight-zero, {len(loo.indices)} sources, seeds {list(args.loo_seeds)}): "
+            f"Pearson {_fmt(result['loo']['pearson'])}, Spearman {_fmt(result['loo']['spearman'])}; "
+            f"seed-to-seed agreement of the effects {_fmt(result['loo']['seed_agreement'])}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
@@ -241,14 +283,21 @@ def cmd_evaluate(args) -> int:
 def cmd_bench(args) -> int:
     cb, close = _progress_bar()
     try:
-        doc = run_bench(args.task, out_dir=args.out, quick=args.quick, n_subsets=args.subsets,
-                        n_queries=args.queries, epochs=args.epochs,
-                        methods=tuple(args.methods) if args.methods else None,
-                        scheduler=args.scheduler, n_jobs=args.jobs, progress=cb)
+        doc = run_bench(
+            args.task,
+            out_dir=args.out,
+            quick=args.quick,
+            n_subsets=args.subsets,
+            n_queries=args.queries,
+            epochs=args.epochs,
+            methods=tuple(args.methods) if args.methods else None,
+            scheduler=args.scheduler,
+            n_jobs=args.jobs,
+            progress=cb,
+        )
     finally:
         close()
     md = Path(args.out) / f"{doc['name']}.md"
     print(md.read_text())
     print(f"wrote {md} and {md.with_suffix('.json')}")
     return 0
-

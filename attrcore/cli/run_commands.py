@@ -1,5 +1,4 @@
-"""Run commands: ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``, ``gc``.
-"""
+"""Run commands: ``train``, ``score``, ``attribute``, ``runs``, ``show``, ``delete``, ``gc``."""
 
 from __future__ import annotations
 
@@ -56,9 +55,17 @@ def cmd_train(args, keep: bool = False, before=None):
     bar, cb = _progress_bar(train_cfg.epochs, "train")
     executor = _executor(args)
     try:
-        run = fit(dataset, hidden=parse_hidden(args.hidden), activation=args.activation,
-                  train_config=train_cfg, simulation=sim, sources=args.sources, progress=cb,
-                  executor=executor, simulation_reason=reason)
+        run = fit(
+            dataset,
+            hidden=parse_hidden(args.hidden),
+            activation=args.activation,
+            train_config=train_cfg,
+            simulation=sim,
+            sources=args.sources,
+            progress=cb,
+            executor=executor,
+            simulation_reason=reason,
+        )
     finally:
         bar.close()
         if executor is not None:
@@ -66,15 +73,21 @@ def cmd_train(args, keep: bool = False, before=None):
     if "sharding" in run.metrics:
         sh = run.metrics["sharding"]
         retried = f", {sh['retried_shards']} retried after a worker died" if sh["retried_shards"] else ""
-        print(f"simulated in {sh['tasks']} shard task(s) of {sh['shard_kind']} on {sh['engine']} "
-              f"({sh['workers']} workers){retried}", file=sys.stderr)
+        print(
+            f"simulated in {sh['tasks']} shard task(s) of {sh['shard_kind']} on {sh['engine']} "
+            f"({sh['workers']} workers){retried}",
+            file=sys.stderr,
+        )
     t = run.timings
     acc = run.metrics.get("test_accuracy")
     acc = f"test accuracy {acc:.4f}" if dataset.n_test and acc is not None else "no test split"
-    print(f"trained {dataset.name}: {acc}, "
-          f"{t.get('total_seconds', t['train_seconds']):.1f} s in all ({t['simulate_seconds']:.1f} s simulating), "
-          f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
-          f"({_responses_label(run)})", file=sys.stderr)
+    print(
+        f"trained {dataset.name}: {acc}, "
+        f"{t.get('total_seconds', t['train_seconds']):.1f} s in all ({t['simulate_seconds']:.1f} s simulating), "
+        f"{run.n_sources} sources, {run.bytes_per_source() / 1024:.1f} KiB per source "
+        f"({_responses_label(run)})",
+        file=sys.stderr,
+    )
     if reason is not None:
         print(f"simulation: {reason}", file=sys.stderr)
     if args.run is not None:
@@ -116,9 +129,15 @@ def forward_only_scorer(run: TrainedRun, args) -> ForwardOnly:
     run.check_attributable()
     ds = run.dataset
     a, _ = prepare(
-        "forward-only", run.mlp, ds.X_train, ds.y_train, run.train_config,
-        sources=Sources(run.sources_kind, run.source_index, run.source_names), trained=[run],
-        measure=args.measure, target_class=args.target_class,
+        "forward-only",
+        run.mlp,
+        ds.X_train,
+        ds.y_train,
+        run.train_config,
+        sources=Sources(run.sources_kind, run.source_index, run.source_names),
+        trained=[run],
+        measure=args.measure,
+        target_class=args.target_class,
         options={"readout": args.readout, "memory_budget_mb": getattr(args, "memory_budget_mb", 1024.0)},
     )
     return a
@@ -167,8 +186,9 @@ def cmd_score(args, run=None):
         Q, what = min(Q, 3), f"the top 5 of {m} sources (pass --out FILE.npy for the matrix or --top-k K)"
     dt = time.perf_counter() - t0
     mapped = "; responses memory-mapped from the store (larger than --memory-budget)" if run.memory_mapped else ""
-    print(f"scored {Q} queries × {what} in {dt:.3f} s ({1000 * dt / max(1, Q):.2f} ms per query){mapped}",
-          file=sys.stderr)
+    print(
+        f"scored {Q} queries × {what} in {dt:.3f} s ({1000 * dt / max(1, Q):.2f} ms per query){mapped}", file=sys.stderr
+    )
     if top_k is not None and out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part.npz")
@@ -194,6 +214,7 @@ def cmd_attribute(args):
     method = getattr(args, "method", "forward-only")
     if method != "forward-only":
         return cli_attribute(args)
+
     def check_queries(dataset):  # a query problem is found before training, not after
         X, y = load_queries(args.test, dataset)
         check_labels(args.measure, y is not None, args.target_class)
@@ -215,11 +236,24 @@ def cmd_runs(args):
 def cmd_show(args):
     run = TrainedRun.load(_store(), args.name)
     sim = run.config.get("simulation", {})
-    picked = {"picked": f"{sim.get('scheme')}, horizon {sim.get('horizon')}, curvature {sim.get('curvature')}",
-              "why": run.simulation_reason or "set explicitly"}
-    print(json.dumps({"simulation": picked, "config": run.config, "metrics": run.metrics, "timings": run.timings,
-                      "n_sources": run.n_sources, "bytes_per_source": run.bytes_per_source(),
-                      "responses": run.compression}, indent=2))
+    picked = {
+        "picked": f"{sim.get('scheme')}, horizon {sim.get('horizon')}, curvature {sim.get('curvature')}",
+        "why": run.simulation_reason or "set explicitly",
+    }
+    print(
+        json.dumps(
+            {
+                "simulation": picked,
+                "config": run.config,
+                "metrics": run.metrics,
+                "timings": run.timings,
+                "n_sources": run.n_sources,
+                "bytes_per_source": run.bytes_per_source(),
+                "responses": run.compression,
+            },
+            indent=2,
+        )
+    )
 
 
 def _responses_label(run) -> str:

@@ -62,8 +62,7 @@ _DESCRIPTIONS = {
     "digits": "Handwritten digits: 1,797 8x8 grey images, 10 classes (scikit-learn).",
     "mnist1d": "MNIST-1D: 5,000 one-dimensional signals of length 40, 10 classes, "
     "generated offline; fixed 4,000/1,000 split.",
-    "breast_cancer": "Breast cancer Wisconsin: 569 patients, 30 measurements, "
-    "malignant vs benign; standardised.",
+    "breast_cancer": "Breast cancer Wisconsin: 569 patients, 30 measurements, malignant vs benign; standardised.",
     "moons": "Two interleaving half-moons: 2-D points, 2 classes (500 points, noise 0.2).",
 }
 _NOISE_STREAM = 1  # mixed into the seed: label noise draws never shift the split
@@ -225,9 +224,7 @@ def load_dataset(
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         _refuse_file_options(source, label_column, group_column)
         if source != "moons" and (n_samples is not None or noise is not None):
-            raise ConfigError(
-                f"n_samples and noise only apply to 'moons', not to {source!r}; leave them unset."
-            )
+            raise ConfigError(f"n_samples and noise only apply to 'moons', not to {source!r}; leave them unset.")
         if source == "moons":
             n_samples, noise = _check_moons_options(n_samples, noise)
             raw = _load_moons(seed, n_samples, noise)
@@ -238,8 +235,7 @@ def load_dataset(
         path = _resolve_file(source)
         if n_samples is not None or noise is not None:
             raise ConfigError(
-                "n_samples and noise only apply to the built-in 'moons'; "
-                f"leave them unset for the file {path.name}."
+                f"n_samples and noise only apply to the built-in 'moons'; leave them unset for the file {path.name}."
             )
         if path.suffix.lower() == ".npz":
             _refuse_file_options(path.name, label_column, group_column)
@@ -283,8 +279,14 @@ def load_dataset(
     if noise_seed is not None:
         spec["noise_seed"] = noise_seed
     return _assemble(
-        raw, seed=seed, test_fraction=test_fraction, label_noise=label_noise, spec=spec,
-        noise_pairs=pairs, noise_seed=seed if noise_seed is None else noise_seed, evaluation=evaluation,
+        raw,
+        seed=seed,
+        test_fraction=test_fraction,
+        label_noise=label_noise,
+        spec=spec,
+        noise_pairs=pairs,
+        noise_seed=seed if noise_seed is None else noise_seed,
+        evaluation=evaluation,
     )
 
 
@@ -344,9 +346,7 @@ def no_test_split_message(name: str) -> str:
     )
 
 
-def load_queries(
-    source: str | os.PathLike | None, train: Dataset
-) -> tuple[np.ndarray, np.ndarray | None]:
+def load_queries(source: str | os.PathLike | None, train: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
     """Query examples to score against ``train``: ``(X [q, d] float32, y [q] int64 | None)``.
 
     ``None`` or the training set's own name gives its test split. A ``.npz`` path reads
@@ -540,7 +540,10 @@ def _ordered_split(raw: _Raw, test_fraction: float) -> tuple[np.ndarray, np.ndar
 
 
 def _flip_labels(
-    y: np.ndarray, n_classes: int, label_noise: float, seed: int,
+    y: np.ndarray,
+    n_classes: int,
+    label_noise: float,
+    seed: int,
     pairs: tuple[tuple[int, int], ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Give ``round(label_noise * n)`` examples a different class, uniform over the others;

@@ -53,10 +53,6 @@ class _Raw:
 # --------------------------------------------------------------------------- files
 
 
-
-
-
-
 def _refuse_file_options(where: str, label_column: str | None, group_column: str | None) -> None:
     if label_column is not None or group_column is not None:
         raise ConfigError(
@@ -71,13 +67,11 @@ def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) 
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(
-            f"cannot read {path.name} as an NPZ archive ({err}); "
-            "save the data with np.savez(path, X=X, y=y)."
+            f"cannot read {path.name} as an NPZ archive ({err}); save the data with np.savez(path, X=X, y=y)."
         ) from err
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy renamed to .npz
         raise DataError(
-            f"{path.name} holds a single array, not an NPZ archive; "
-            "save the data with np.savez(path, X=X, y=y)."
+            f"{path.name} holds a single array, not an NPZ archive; save the data with np.savez(path, X=X, y=y)."
         )
     with archive:
         keys = list(archive.files)
@@ -142,8 +136,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(
-            f"cannot read {path.name} as CSV ({err}); save it as comma-separated text with "
-            "a header row."
+            f"cannot read {path.name} as CSV ({err}); save it as comma-separated text with a header row."
         ) from err
     if len(df) == 0:
         raise DataError(f"{path.name} has a header but no data rows; add examples.")
@@ -253,9 +246,7 @@ def _refuse_missing(column: pd.Series, name: str, where: str) -> None:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_features(
-    X: np.ndarray, where: str, names: list[str] | tuple[str, ...] | None = None
-) -> np.ndarray:
+def _check_features(X: np.ndarray, where: str, names: list[str] | tuple[str, ...] | None = None) -> np.ndarray:
     """Validate a feature matrix and return it as C-contiguous float32 ``[n, d]``."""
     X = np.asarray(X)
     if X.dtype.kind not in "biuf":
@@ -298,10 +289,7 @@ def _check_label_shape(y: np.ndarray, n: int, where: str) -> np.ndarray:
     if y.ndim != 1:
         raise DataError(f"y in {where} must be 1-D [n] but has shape {y.shape}; save y.ravel().")
     if len(y) != n:
-        raise DataError(
-            f"y in {where} has {len(y)} labels but X has {n} rows; save exactly one label "
-            "per row of X."
-        )
+        raise DataError(f"y in {where} has {len(y)} labels but X has {n} rows; save exactly one label per row of X.")
     return y
 
 
@@ -346,8 +334,6 @@ def _encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ..
             "two. Add examples of another class."
         )
     return codes.astype(np.int64).reshape(-1), names
-
-
 
 
 def _first(items, limit: int = _SHOW) -> str:

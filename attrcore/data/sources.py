@@ -43,8 +43,7 @@ class Sources:
         index = np.asarray(self.index)
         if index.ndim != 1 or index.dtype.kind not in "iu":
             raise ShapeError(
-                f"Sources.index must be a 1-D integer array [n], got {index.dtype} "
-                f"with shape {index.shape}."
+                f"Sources.index must be a 1-D integer array [n], got {index.dtype} with shape {index.shape}."
             )
         if len(index) and (index.min() < 0 or index.max() >= len(self.names)):
             raise ShapeError(
@@ -83,9 +82,7 @@ class Sources:
         return f"Sources(kind={self.kind!r}, m={self.m}, n={self.n})"
 
 
-def make_sources(
-    dataset: Dataset, kind: str = "example", groups: np.ndarray | None = None
-) -> Sources:
+def make_sources(dataset: Dataset, kind: str = "example", groups: np.ndarray | None = None) -> Sources:
     """Partition ``dataset``'s training examples into sources of the given ``kind``.
 
     ``groups [n]`` (any hashable values) is used with ``kind="group"``; without it the
@@ -94,10 +91,7 @@ def make_sources(
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"unknown source kind {kind!r}; choose one of {', '.join(SOURCE_KINDS)}.")
     if groups is not None and kind != "group":
-        raise ConfigError(
-            f"groups only apply to kind='group', not {kind!r}; pass kind='group' or drop "
-            "the groups."
-        )
+        raise ConfigError(f"groups only apply to kind='group', not {kind!r}; pass kind='group' or drop the groups.")
     n = dataset.n_train
     if kind == "example":
         return Sources("example", np.arange(n, dtype=np.int64), tuple(f"#{i}" for i in range(n)))

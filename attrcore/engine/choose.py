@@ -115,8 +115,12 @@ def choose_simulation(
     if not given and budget < 1.25 * need_mb <= AUTO_BUDGET_MB:
         budget = 1.25 * need_mb
     cfg = SimulationConfig(
-        scheme="trajectory", horizon=None, curvature="ekfac", memory_budget_mb=budget,
-        rank=r if compress else None, compression="query-aware" if compress else "svd",
+        scheme="trajectory",
+        horizon=None,
+        curvature="ekfac",
+        memory_budget_mb=budget,
+        rank=r if compress else None,
+        compression="query-aware" if compress else "svd",
     )
     why = (
         f"the effective step η/(1 − μ) = {eta_eff:.3g} is large (> {SMALL_STEP}): the exact discrete map "

@@ -195,8 +195,9 @@ def estimate_training(
         # factors 2·m·p·r more
         state_bytes += m * p * item + n * m * 8 + 2 * r * p * 8
         sim_seconds += SECONDS_PER_ROTATION_MAC * float(p) * m * (n + 2 * r) if query_aware else 0.0
-        notes.append(f"dense responses factorised to rank {r} after training" + (" (query-aware)" if query_aware
-                                                                                  else ""))
+        notes.append(
+            f"dense responses factorised to rank {r} after training" + (" (query-aware)" if query_aware else "")
+        )
     train_seconds = SECONDS_PER_EXAMPLE_PARAM * n * train.epochs * p
     if m:
         train_seconds += SECONDS_PER_SOURCE_GRAD * n * train.epochs * p * min(B, m)

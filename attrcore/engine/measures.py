@@ -50,9 +50,7 @@ def _target(logits: Tensor, y: Tensor | None, target_class: int | None) -> Tenso
     return y.long().expand(logits.shape[:-1])
 
 
-def measure(
-    logits: Tensor, y: Tensor | None, kind: str = "margin", target_class: int | None = None
-) -> Tensor:
+def measure(logits: Tensor, y: Tensor | None, kind: str = "margin", target_class: int | None = None) -> Tensor:
     """f per query: ``logits [..., C]``, ``y [...]`` → ``[...]``."""
     _check(kind)
     t = _target(logits, y, target_class if kind in ("logit", "prob") else None)
@@ -68,9 +66,7 @@ def measure(
     return torch.softmax(logits, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
 
 
-def measure_dlogits(
-    logits: Tensor, y: Tensor | None, kind: str = "margin", target_class: int | None = None
-) -> Tensor:
+def measure_dlogits(logits: Tensor, y: Tensor | None, kind: str = "margin", target_class: int | None = None) -> Tensor:
     """∂f/∂logits ``[Q, C]`` in closed form."""
     _check(kind)
     t = _target(logits, y, target_class if kind in ("logit", "prob") else None)

@@ -47,13 +47,10 @@ class MLPConfig:
             )
         if any(h < 1 for h in self.hidden):
             raise ConfigError(
-                f"hidden sizes must be positive, got {list(self.hidden)}; "
-                "use an empty list for logistic regression."
+                f"hidden sizes must be positive, got {list(self.hidden)}; use an empty list for logistic regression."
             )
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}."
-            )
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -154,8 +151,7 @@ class MLP:
         """Views ``(W [..., d_out, d_in], b [..., d_out])`` per layer of ``theta [..., p]``."""
         lead = theta.shape[:-1]
         return [
-            (theta[..., w0:w1].view(*lead, d_out, d_in), theta[..., w1:b1])
-            for w0, w1, b1, d_out, d_in in self.layout
+            (theta[..., w0:w1].view(*lead, d_out, d_in), theta[..., w1:b1]) for w0, w1, b1, d_out, d_in in self.layout
         ]
 
     def check_input(self, X: Tensor) -> None:

@@ -104,8 +104,7 @@ def _state_bytes(rows: int, mlp: MLP, dtype: torch.dtype, momentum: float) -> in
 class FullTrajectory:
     """Full-horizon trajectory response (exact derivative of the final parameters)."""
 
-    def __init__(self, mlp: MLP, n_sources: int, lrs: Tensor, momentum: float,
-                 dtype: torch.dtype, budget_bytes: float):
+    def __init__(self, mlp: MLP, n_sources: int, lrs: Tensor, momentum: float, dtype: torch.dtype, budget_bytes: float):
         self.mlp, self.m, self.lrs, self.mu = mlp, n_sources, lrs, momentum
         self.budget = budget_bytes
         state = _state_bytes(n_sources, mlp, dtype, momentum)
@@ -128,8 +127,7 @@ class FullTrajectory:
         n_old = self.n_active
         if n_old:
             old = slice(0, n_old)
-            propagate(curv, self.U.rows(old), None if self.V is None else self.V.rows(old),
-                      lr, self.mu, self.budget)
+            propagate(curv, self.U.rows(old), None if self.V is None else self.V.rows(old), lr, self.mu, self.budget)
         uniq, M = _membership(batch_sources)
         new = uniq[self.row_of[uniq] < 0]
         if len(new):
@@ -155,8 +153,18 @@ class FullTrajectory:
 class ShortTrajectory:
     """Trajectory response with horizon K (each injection propagated K steps, then frozen)."""
 
-    def __init__(self, mlp: MLP, n_sources: int, lrs: Tensor, momentum: float,
-                 dtype: torch.dtype, budget_bytes: float, horizon: int, batch_size: int, sink=None):
+    def __init__(
+        self,
+        mlp: MLP,
+        n_sources: int,
+        lrs: Tensor,
+        momentum: float,
+        dtype: torch.dtype,
+        budget_bytes: float,
+        horizon: int,
+        batch_size: int,
+        sink=None,
+    ):
         self.mlp, self.m, self.lrs, self.mu, self.K = mlp, n_sources, lrs, momentum, horizon
         self.budget = budget_bytes
         self.c = flush_coefficients(lrs, momentum)
@@ -195,8 +203,7 @@ class ShortTrajectory:
             return
         live = slice(0, min(self.filled, K) * R)
         if live.stop:
-            propagate(curv, self.U.rows(live), None if self.V is None else self.V.rows(live),
-                      lr, self.mu, self.budget)
+            propagate(curv, self.U.rows(live), None if self.V is None else self.V.rows(live), lr, self.mu, self.budget)
         slot = slice((t % K) * R, (t % K + 1) * R)
         if self.filled >= K:  # the cohort born at t−K has now been carried through K steps
             self._retire(slot, float(self.c[t]))
@@ -225,9 +232,16 @@ def make_trajectory(horizon: int | None, total_steps: int, **kw):
 
 def _data_curvatures(mlp, theta, X, y, sim, weight_decay, batch, normalizer):
     return [
-        make_curvature(sim.backend, mlp, theta, X[s : s + batch], y[s : s + batch],
-                       weight_decay=weight_decay + sim.damping, curvature=sim.curvature,
-                       normalizer=normalizer)
+        make_curvature(
+            sim.backend,
+            mlp,
+            theta,
+            X[s : s + batch],
+            y[s : s + batch],
+            weight_decay=weight_decay + sim.damping,
+            curvature=sim.curvature,
+            normalizer=normalizer,
+        )
         for s in range(0, X.shape[0], batch)
     ]
 

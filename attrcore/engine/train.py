@@ -132,8 +132,16 @@ class Replay:
     def curvature(self, t: int, theta: Tensor, backend: str | None = None):
         idx = self.steps[t]
         wb = None if self.w is None else self.w[idx]
-        return make_curvature(backend or self.backend, self.mlp, theta, self.X[idx], self.y[idx], weights=wb,
-                              weight_decay=self.cfg.weight_decay, curvature=self.curvature_kind)
+        return make_curvature(
+            backend or self.backend,
+            self.mlp,
+            theta,
+            self.X[idx],
+            self.y[idx],
+            weights=wb,
+            weight_decay=self.cfg.weight_decay,
+            curvature=self.curvature_kind,
+        )
 
     def advance(self, t: int, theta: Tensor, velocity: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """θ_{t+1}, v_{t+1} from θ_t, v_t (``velocity`` is updated in place, as in training)."""
@@ -255,8 +263,9 @@ class Simulator:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def step(self, t: int, curv, X_b: Tensor, y_b: Tensor, w_b: Tensor | None, idx: Tensor,
-             velocity: Tensor | None) -> None:
+    def step(
+        self, t: int, curv, X_b: Tensor, y_b: Tensor, w_b: Tensor | None, idx: Tensor, velocity: Tensor | None
+    ) -> None:
         """Called after SGD step ``t``'s gradient, before the update (``curv`` is at θ_t,
         ``velocity`` is v_t)."""
 
@@ -297,8 +306,15 @@ class Simulator:
             responses.info["reason"] = self.rank_reason
         return responses
 
-    def _compression(self, sim: SimulationConfig, cfg: TrainConfig, m: int, mlp: MLP, X: Tensor | None = None,
-                     y: Tensor | None = None) -> None:
+    def _compression(
+        self,
+        sim: SimulationConfig,
+        cfg: TrainConfig,
+        m: int,
+        mlp: MLP,
+        X: Tensor | None = None,
+        y: Tensor | None = None,
+    ) -> None:
         self.response_dtype = sim.response_dtype
         self.rank, self.rank_reason = rank_for(sim, m, mlp.n_params)
         self.power_iterations, self.seed = sim.power_iterations, cfg.seed
@@ -312,8 +328,20 @@ class TrajectorySimulation(Simulator):
     or, with a rank, the compressed one of :mod:`attrcore.engine.compress`, which records the
     run to replay it)."""
 
-    def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
-                 w: Tensor | None, orders: list, src: Tensor, m: int, lrs: Tensor, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        sim: SimulationConfig,
+        mlp: MLP,
+        cfg: TrainConfig,
+        X: Tensor,
+        y: Tensor,
+        w: Tensor | None,
+        orders: list,
+        src: Tensor,
+        m: int,
+        lrs: Tensor,
+        dtype: torch.dtype,
+    ) -> None:
         super().__init__()
         self._compression(sim, cfg, m, mlp, X, y)
         self.curvature, self.backend = sim.curvature, sim.backend
@@ -324,26 +352,49 @@ class TrajectorySimulation(Simulator):
             # dense and are compressed afterwards when a rank is set (Simulator.output)
             self.curvature = "gauss-newton"
             self.impl = EKFACTrajectory(
-                mlp, m, lrs, cfg.momentum, dtype, budget, horizon=sim.horizon,
-                segment_steps=sim.segment_steps or len(orders[0]), weight_decay=cfg.weight_decay,
+                mlp,
+                m,
+                lrs,
+                cfg.momentum,
+                dtype,
+                budget,
+                horizon=sim.horizon,
+                segment_steps=sim.segment_steps or len(orders[0]),
+                weight_decay=cfg.weight_decay,
             )
         elif self.rank is None or self.query_aware:  # query-aware: dense, factorised in `output`
             self.impl = make_trajectory(
-                sim.horizon, len(lrs), mlp=mlp, n_sources=m, lrs=lrs, momentum=cfg.momentum, dtype=dtype,
-                budget_bytes=budget, batch_size=cfg.batch_size,
+                sim.horizon,
+                len(lrs),
+                mlp=mlp,
+                n_sources=m,
+                lrs=lrs,
+                momentum=cfg.momentum,
+                dtype=dtype,
+                budget_bytes=budget,
+                batch_size=cfg.batch_size,
             )
         else:
             replay = Replay(mlp, X, y, w, [idx for b in orders for idx in b], lrs, cfg, self.curvature, self.backend)
-            self.impl = make_compressed_trajectory(replay, sim.horizon, src, m, self.rank, sim.power_iterations,
-                                                   cfg.seed, budget)
+            self.impl = make_compressed_trajectory(
+                replay, sim.horizon, src, m, self.rank, sim.power_iterations, cfg.seed, budget
+            )
 
     def step(self, t, curv, X_b, y_b, w_b, idx, velocity) -> None:
         t0 = time.perf_counter()
         if hasattr(self.impl, "record"):  # the compressed full horizon replays the run later
             self.impl.record(t, curv.theta, velocity)
         if self.backend != "mlp":  # the reference backend gets its own curvature object
-            curv = make_curvature(self.backend, self.mlp, curv.theta, X_b, y_b, weights=w_b,
-                                  weight_decay=self.cfg.weight_decay, curvature=self.curvature)
+            curv = make_curvature(
+                self.backend,
+                self.mlp,
+                curv.theta,
+                X_b,
+                y_b,
+                weights=w_b,
+                weight_decay=self.cfg.weight_decay,
+                curvature=self.curvature,
+            )
         self.impl.step(t, curv, self.src[idx])
         self.seconds += time.perf_counter() - t0
 
@@ -358,8 +409,9 @@ class TrajectorySimulation(Simulator):
 class StationarySimulation(Simulator):
     """``stationary``: Neumann steps at the final parameters, after training."""
 
-    def __init__(self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
-                 src: Tensor, m: int) -> None:
+    def __init__(
+        self, sim: SimulationConfig, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor, src: Tensor, m: int
+    ) -> None:
         super().__init__()
         self._compression(sim, cfg, m, mlp, X, y)
         self.curvature = sim.curvature
@@ -378,13 +430,31 @@ class StationarySimulation(Simulator):
         if sketch and full_curvature and 2 * (self.power_iterations + 1) * self.rank < self.m:
             # r Neumann tangents instead of m (the map is symmetric): compress.stationary_sketch
             responses, alpha = stationary_sketch(
-                self.mlp, theta, self.X, self.y, self.src, self.m, sim, self.cfg.weight_decay, self.rank,
-                self.power_iterations, seed=self.cfg.seed, progress=report,
+                self.mlp,
+                theta,
+                self.X,
+                self.y,
+                self.src,
+                self.m,
+                sim,
+                self.cfg.weight_decay,
+                self.rank,
+                self.power_iterations,
+                seed=self.cfg.seed,
+                progress=report,
             )
         else:
             responses, alpha = stationary_response(
-                self.mlp, theta, self.X, self.y, self.src, self.m, self.sim, self.cfg.weight_decay,
-                seed=self.cfg.seed, progress=report,
+                self.mlp,
+                theta,
+                self.X,
+                self.y,
+                self.src,
+                self.m,
+                self.sim,
+                self.cfg.weight_decay,
+                seed=self.cfg.seed,
+                progress=report,
             )
         self.seconds = time.perf_counter() - t0
         return responses, {"neumann_step_size": alpha}
@@ -405,9 +475,20 @@ def _source_ids(source_index, n_sources: int | None, n: int) -> tuple[Tensor, in
     return src, m
 
 
-def make_simulator(sim: SimulationConfig | None, mlp: MLP, cfg: TrainConfig, X: Tensor, y: Tensor,
-                   w: Tensor | None, orders: list, source_index, n_sources: int | None, lrs: Tensor,
-                   dtype: torch.dtype, executor=None) -> Simulator:
+def make_simulator(
+    sim: SimulationConfig | None,
+    mlp: MLP,
+    cfg: TrainConfig,
+    X: Tensor,
+    y: Tensor,
+    w: Tensor | None,
+    orders: list,
+    source_index,
+    n_sources: int | None,
+    lrs: Tensor,
+    dtype: torch.dtype,
+    executor=None,
+) -> Simulator:
     """The simulator of ``sim``'s scheme (the no-op :class:`Simulator` for none / None);
     sharded over ``executor``'s workers after training when it is not in process and the
     scheme shards to the same result (see :meth:`ShardedSimulation.applies`)."""
@@ -499,8 +580,16 @@ def train(
             wb = None if w is None else w[idx]
             # the training step always uses the fast path, so the trajectory never depends
             # on which backend the simulation uses
-            curv = make_curvature("mlp", mlp, theta, X[idx], y[idx], weights=wb,
-                                  weight_decay=cfg.weight_decay, curvature=simulator.curvature)
+            curv = make_curvature(
+                "mlp",
+                mlp,
+                theta,
+                X[idx],
+                y[idx],
+                weights=wb,
+                weight_decay=cfg.weight_decay,
+                curvature=simulator.curvature,
+            )
             g = curv.grad()
             batch_loss = float(curv.loss())
             if not math.isfinite(batch_loss) or not torch.isfinite(g).all():
@@ -520,8 +609,7 @@ def train(
             else:
                 theta = theta - lr * g
             t += 1
-        record = {"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
-                  "lr": float(lrs[t - 1])}
+        record = {"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n, "lr": float(lrs[t - 1])}
         if Xv is not None and yv is not None and len(yv):
             record["test_accuracy"] = float((mlp.forward(theta, Xv).argmax(1) == yv).float().mean())
         guard.epoch(epoch + 1, record["loss"], record["train_accuracy"], last=epoch + 1 == cfg.epochs)

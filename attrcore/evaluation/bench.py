@@ -81,15 +81,26 @@ TASKS: dict[str, Callable[[], dict]] = {
 
 # Settings per task; `run_bench` arguments override them, `quick=True` replaces them by QUICK.
 DEFAULTS = {
-    "n_subsets": 100, "fraction": 0.5, "ceiling_seeds": 1, "lds_protocols": ("fixed-seed", "random-seed"),
-    "horizons": (0, 4, 16, 64, None), "stationary_horizons": (100,), "ensemble": 3,
-    "ensemble_horizons": (16, None), "trak_models": (1, 10), "trak_proj_dims": (512, 2048),
+    "n_subsets": 100,
+    "fraction": 0.5,
+    "ceiling_seeds": 1,
+    "lds_protocols": ("fixed-seed", "random-seed"),
+    "horizons": (0, 4, 16, 64, None),
+    "stationary_horizons": (100,),
+    "ensemble": 3,
+    "ensemble_horizons": (16, None),
+    "trak_models": (1, 10),
+    "trak_proj_dims": (512, 2048),
     "trak_ridges": (1.0,),
-    "loo_k": 40, "loo_seeds": (0, 1, 2), "n_queries": None, "epochs": None,
+    "loo_k": 40,
+    "loo_seeds": (0, 1, 2),
+    "n_queries": None,
+    "epochs": None,
     "cg": {"max_iter": 100},
     # the setting `attribute` picks without simulation flags (engine/choose.py) as its own row,
     # and further EK-FAC rows (SimulationConfig overrides on curvature="ekfac")
-    "default_row": True, "ekfac_settings": (),
+    "default_row": True,
+    "ekfac_settings": (),
 }
 TASK_DEFAULTS = {
     "digits-mlp": {},
@@ -100,17 +111,36 @@ TASK_DEFAULTS = {
     # are left out (K = 4 took 571 s for LDS 0.21, K = 16 3,098 s for 0.07, see the README),
     # and so is LOO: its effects on this task are seed noise (seed-to-seed agreement −0.01).
     "mnist1d-mlp": {
-        "lds_protocols": ("random-seed", "fixed-seed"), "horizons": (0,), "stationary_horizons": (),
-        "ensemble_horizons": (), "loo_k": 0, "n_queries": 200, "trak_proj_dims": (512,), "trak_ridges": (),
+        "lds_protocols": ("random-seed", "fixed-seed"),
+        "horizons": (0,),
+        "stationary_horizons": (),
+        "ensemble_horizons": (),
+        "loo_k": 0,
+        "n_queries": 200,
+        "trak_proj_dims": (512,),
+        "trak_ridges": (),
         "cg": {"max_iter": 50, "hessian_examples": 1000},
     },
 }
 # the smoke-test setting (`bench --quick`): every code path, a few seconds of work each
 QUICK = {
-    "n_subsets": 10, "ceiling_seeds": 1, "epochs": 3, "horizons": (0, 4), "stationary_horizons": (10,),
-    "ensemble": 2, "ensemble_horizons": (4,), "trak_models": (1, 2), "trak_proj_dims": (64,), "trak_ridges": (1.0,),
-    "loo_k": 5, "loo_seeds": (0, 1), "n_queries": 40, "lds_protocols": ("fixed-seed", "random-seed"),
-    "cg": {"max_iter": 30}, "default_row": True, "ekfac_settings": ({"horizon": 8},),
+    "n_subsets": 10,
+    "ceiling_seeds": 1,
+    "epochs": 3,
+    "horizons": (0, 4),
+    "stationary_horizons": (10,),
+    "ensemble": 2,
+    "ensemble_horizons": (4,),
+    "trak_models": (1, 2),
+    "trak_proj_dims": (64,),
+    "trak_ridges": (1.0,),
+    "loo_k": 5,
+    "loo_seeds": (0, 1),
+    "n_queries": 40,
+    "lds_protocols": ("fixed-seed", "random-seed"),
+    "cg": {"max_iter": 30},
+    "default_row": True,
+    "ekfac_settings": ({"horizon": 8},),
 }
 TASK_QUICK = {"mnist1d-mlp": {"horizons": (0,), "stationary_horizons": (), "ensemble_horizons": (0,)}}
 
@@ -120,8 +150,7 @@ def task_setup(task: str, epochs: int | None = None):
     if task not in TASKS:
         raise ConfigError(f"unknown benchmark task {task!r}; choose one of {', '.join(TASKS)}.")
     spec = TASKS[task]()
-    ds = load_dataset(spec["data"]["source"], seed=spec["data"]["seed"],
-                      test_fraction=spec["data"]["test_fraction"])
+    ds = load_dataset(spec["data"]["source"], seed=spec["data"]["seed"], test_fraction=spec["data"]["test_fraction"])
     cfg = spec["train"] if epochs is None else replace(spec["train"], epochs=int(epochs))
     return ds, MLPConfig(ds.n_features, ds.n_classes, spec["hidden"]), cfg
 
@@ -171,11 +200,22 @@ def run_bench(
     if task not in TASKS:
         raise ConfigError(f"unknown benchmark task {task!r}; choose one of {', '.join(TASKS)}.")
     given = {
-        "n_subsets": n_subsets, "fraction": fraction, "ceiling_seeds": ceiling_seeds,
-        "lds_protocols": lds_protocols, "horizons": horizons, "stationary_horizons": stationary_horizons,
-        "ensemble": ensemble, "ensemble_horizons": ensemble_horizons, "trak_models": trak_models,
-        "trak_proj_dims": trak_proj_dims, "trak_ridges": trak_ridges, "loo_k": loo_k, "loo_seeds": loo_seeds,
-        "n_queries": n_queries, "epochs": epochs, "cg": cg,
+        "n_subsets": n_subsets,
+        "fraction": fraction,
+        "ceiling_seeds": ceiling_seeds,
+        "lds_protocols": lds_protocols,
+        "horizons": horizons,
+        "stationary_horizons": stationary_horizons,
+        "ensemble": ensemble,
+        "ensemble_horizons": ensemble_horizons,
+        "trak_models": trak_models,
+        "trak_proj_dims": trak_proj_dims,
+        "trak_ridges": trak_ridges,
+        "loo_k": loo_k,
+        "loo_seeds": loo_seeds,
+        "n_queries": n_queries,
+        "epochs": epochs,
+        "cg": cg,
     }
     quick_opts = {**QUICK, **TASK_QUICK.get(task, {})} if quick else {}
     opts = {**DEFAULTS, **TASK_DEFAULTS[task], **quick_opts, **{k: v for k, v in given.items() if v is not None}}
@@ -211,21 +251,30 @@ def run_bench(
     Xq_t, yq_t = torch.as_tensor(Xq), torch.as_tensor(yq)
 
     # ---- ground truth (parallel, stored, resumable) ------------------------------------
-    gt_common = {"queries": queries, "store": store, "scheduler": scheduler, "n_jobs": n_jobs,
-                 "progress": progress}
+    gt_common = {"queries": queries, "store": store, "scheduler": scheduler, "n_jobs": n_jobs, "progress": progress}
     gts = {}
     gt_seconds = {}
     for proto in lds_protocols:
-        gts[proto], gt_seconds[proto] = _timed(lambda p=proto: lds_ground_truth(
-            ds, mcfg, cfg, n_subsets=n_subsets, fraction=fraction, ceiling_seeds=ceiling_seeds,
-            vary_seed=(p == "random-seed"), **gt_common))
+        gts[proto], gt_seconds[proto] = _timed(
+            lambda p=proto: lds_ground_truth(
+                ds,
+                mcfg,
+                cfg,
+                n_subsets=n_subsets,
+                fraction=fraction,
+                ceiling_seeds=ceiling_seeds,
+                vary_seed=(p == "random-seed"),
+                **gt_common,
+            )
+        )
     rng = np.random.default_rng(12345)
     loo_idx = np.sort(rng.choice(ds.n_train, size=min(loo_k, ds.n_train), replace=False))
     loo, loo_seconds = {}, {}
     if loo_k:
         for protocol in ("weight-zero", "reshuffled"):
-            loo[protocol], loo_seconds[protocol] = _timed(lambda p=protocol: loo_ground_truth(
-                ds, mcfg, cfg, loo_idx, seeds=loo_seeds, protocol=p, **gt_common))
+            loo[protocol], loo_seconds[protocol] = _timed(
+                lambda p=protocol: loo_ground_truth(ds, mcfg, cfg, loo_idx, seeds=loo_seeds, protocol=p, **gt_common)
+            )
 
     rows: list[dict] = []
 
@@ -251,26 +300,39 @@ def run_bench(
 
     def forward_only(sim: SimulationConfig, seeds: list[int], label: str = "") -> None:
         outs = [simulated_model(sim, s) for s in seeds]
-        r = attribute("forward-only", mlp, X, y, Xq, yq, cfg, models=len(seeds), simulation=sim,
-                      trained=outs, warmup=2)
+        r = attribute("forward-only", mlp, X, y, Xq, yq, cfg, models=len(seeds), simulation=sim, trained=outs, warmup=2)
         # trajectory simulation runs inside the training loop, stationary after it
-        plain = sum(o.timings["train_seconds"] - (o.timings["simulate_seconds"] if sim.scheme == "trajectory"
-                                                  else 0.0) for o in outs)
+        plain = sum(
+            o.timings["train_seconds"] - (o.timings["simulate_seconds"] if sim.scheme == "trajectory" else 0.0)
+            for o in outs
+        )
         rank = rank_for(sim, ds.n_train, mlp.n_params)[0]
-        detail = "".join([
-            f", {sim.curvature}" if sim.curvature != "hessian" else "",
-            f", segments of {sim.segment_steps} steps" if sim.segment_steps else "",
-            f", rank {rank}" if rank else "",
-            " query-aware" if rank and sim.compression == "query-aware" else "",
-        ])
-        evaluate_row({
-            "method": "forward-only", "scheme": sim.scheme, "horizon": sim.horizon_label,
-            "curvature": sim.curvature, "simulation": sim.to_dict(),
-            "models": len(seeds), "setting": label + f"{sim.scheme} K={sim.horizon_label}{detail}" + (
-                f", {len(seeds)} models" if len(seeds) > 1 else ""),
-            "setup_seconds": r.timings["setup_seconds"], "train_seconds": plain,
-            "seconds_per_query": r.seconds_per_query, "state_mb": r.state_bytes / 2**20,
-        }, r.scores)
+        detail = "".join(
+            [
+                f", {sim.curvature}" if sim.curvature != "hessian" else "",
+                f", segments of {sim.segment_steps} steps" if sim.segment_steps else "",
+                f", rank {rank}" if rank else "",
+                " query-aware" if rank and sim.compression == "query-aware" else "",
+            ]
+        )
+        evaluate_row(
+            {
+                "method": "forward-only",
+                "scheme": sim.scheme,
+                "horizon": sim.horizon_label,
+                "curvature": sim.curvature,
+                "simulation": sim.to_dict(),
+                "models": len(seeds),
+                "setting": label
+                + f"{sim.scheme} K={sim.horizon_label}{detail}"
+                + (f", {len(seeds)} models" if len(seeds) > 1 else ""),
+                "setup_seconds": r.timings["setup_seconds"],
+                "train_seconds": plain,
+                "seconds_per_query": r.seconds_per_query,
+                "state_mb": r.state_bytes / 2**20,
+            },
+            r.scores,
+        )
 
     settings: list[tuple[SimulationConfig, list[int]]] = []
     labels: dict[int, str] = {}
@@ -282,16 +344,32 @@ def run_bench(
             labels[len(settings)] = "default: "
             settings.append((choice.config, [cfg.seed]))
         for over in ekfac_settings:
-            settings.append((SimulationConfig(**{"scheme": "trajectory", "curvature": "ekfac", "rank": None,
-                                                 "memory_budget_mb": 8192.0, **over}), [cfg.seed]))
+            settings.append(
+                (
+                    SimulationConfig(
+                        **{
+                            "scheme": "trajectory",
+                            "curvature": "ekfac",
+                            "rank": None,
+                            "memory_budget_mb": 8192.0,
+                            **over,
+                        }
+                    ),
+                    [cfg.seed],
+                )
+            )
         for K in horizons:
             settings.append((SimulationConfig(scheme="trajectory", horizon=K, rank=None), [cfg.seed]))
         for K in stationary_horizons:
             settings.append((SimulationConfig(scheme="stationary", horizon=K, rank=None), [cfg.seed]))
         if ensemble > 1:
             for K in ensemble_horizons:
-                settings.append((SimulationConfig(scheme="trajectory", horizon=K, rank=None),
-                                 [cfg.seed + i for i in range(ensemble)]))
+                settings.append(
+                    (
+                        SimulationConfig(scheme="trajectory", horizon=K, rank=None),
+                        [cfg.seed + i for i in range(ensemble)],
+                    )
+                )
     n_base = len(trak_models) * len(trak_proj_dims) + len(trak_ridges) + 5
     total = len(settings) + n_base
     for i, (sim, seeds) in enumerate(settings):
@@ -303,21 +381,29 @@ def run_bench(
     ckpts = tracin_checkpoint_epochs(cfg.epochs, 10)
     runs, train_s = [], []
     for i in range(n_trak):
-        r, sec = _timed(lambda i=i: train(mlp, X, y, replace(cfg, seed=cfg.seed + i),
-                                          checkpoint_epochs=ckpts if i == 0 else ()))
+        r, sec = _timed(
+            lambda i=i: train(mlp, X, y, replace(cfg, seed=cfg.seed + i), checkpoint_epochs=ckpts if i == 0 else ())
+        )
         runs.append(r)
         train_s.append(sec)
-    test_acc = float((mlp.forward(runs[0].theta, Xq_t.to(runs[0].theta.dtype)).argmax(1) == yq_t)
-                     .float().mean())
+    test_acc = float((mlp.forward(runs[0].theta, Xq_t.to(runs[0].theta.dtype)).argmax(1) == yq_t).float().mean())
 
     def baseline(method: str, setting: str, models: int, **opts) -> None:
         r = attribute(method, mlp, X, y, Xq, yq, cfg, models=models, options=opts, trained=runs[:models], warmup=2)
-        evaluate_row({
-            "method": method, "setting": setting, "models": models, "horizon": None,
-            "setup_seconds": r.timings["setup_seconds"], "train_seconds": float(sum(train_s[:models])),
-            "seconds_per_query": r.seconds_per_query, "state_mb": r.state_bytes / 2**20,
-            "meta": {k: v for k, v in r.meta.items() if isinstance(v, (int, float, str)) or v is None},
-        }, r.scores)
+        evaluate_row(
+            {
+                "method": method,
+                "setting": setting,
+                "models": models,
+                "horizon": None,
+                "setup_seconds": r.timings["setup_seconds"],
+                "train_seconds": float(sum(train_s[:models])),
+                "seconds_per_query": r.seconds_per_query,
+                "state_mb": r.state_bytes / 2**20,
+                "meta": {k: v for k, v in r.meta.items() if isinstance(v, (int, float, str)) or v is None},
+            },
+            r.scores,
+        )
 
     done = len(settings)
     jobs = []
@@ -328,14 +414,19 @@ def run_bench(
         # sensitivity rows: the largest ensemble at the smallest projection with a ridge
         # relative to the kernel's mean eigenvalue (traker's default is no ridge)
         for r in trak_ridges:
-            jobs.append(("trak", f"M={max(trak_models)}, proj {min(trak_proj_dims)}, ridge {r:g}",
-                         max(trak_models), {"proj_dim": min(trak_proj_dims), "ridge": r}))
+            jobs.append(
+                (
+                    "trak",
+                    f"M={max(trak_models)}, proj {min(trak_proj_dims)}, ridge {r:g}",
+                    max(trak_models),
+                    {"proj_dim": min(trak_proj_dims), "ridge": r},
+                )
+            )
     if want("if-explicit"):
         jobs.append(("if-explicit", "last layer, damping 0.01", 1, {"layers": "last"}))
     if want("if-cg"):
         sub = cg_opts.get("hessian_examples")
-        jobs.append(("if-cg", "whole net, GN, damping 0.01" + (f", H on {sub} examples" if sub else ""),
-                     1, cg_opts))
+        jobs.append(("if-cg", "whole net, GN, damping 0.01" + (f", H on {sub} examples" if sub else ""), 1, cg_opts))
     if want("tracin"):
         jobs.append(("tracin", f"{len(ckpts)} checkpoints", 1, {}))
     if want("grad-dot"):
@@ -364,23 +455,53 @@ def run_bench(
             r[f"lds_vs_trak{M}"] = r[f"lds_{main}"]["mean"] / t[f"lds_{main}"]["mean"]
 
     doc = {
-        "task": task, "name": name or task, "quick": quick,
+        "task": task,
+        "name": name or task,
+        "quick": quick,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-        "data": {"n_train": ds.n_train, "n_test": ds.n_test, "n_queries": Q,
-                 "n_features": ds.n_features, "n_classes": ds.n_classes, "spec": ds.spec},
-        "model": mcfg.to_dict(), "train": cfg.to_dict(), "test_accuracy": test_acc,
-        "settings": dict(opts), "default_simulation_reason": default_reason,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "data": {
+            "n_train": ds.n_train,
+            "n_test": ds.n_test,
+            "n_queries": Q,
+            "n_features": ds.n_features,
+            "n_classes": ds.n_classes,
+            "spec": ds.spec,
+        },
+        "model": mcfg.to_dict(),
+        "train": cfg.to_dict(),
+        "test_accuracy": test_acc,
+        "settings": dict(opts),
+        "default_simulation_reason": default_reason,
         "ground_truth": {
-            "n_subsets": n_subsets, "fraction": fraction, "ceiling_seeds": ceiling_seeds,
-            **{proto: {"seconds": gt_seconds[proto], "retrained": gts[proto].n_trained,
-                       "ceiling": summarize(gts[proto].ceiling()),
-                       "oracle_ceiling": summarize(gts[proto].oracle_ceiling())}
-               for proto in gts},
-            "loo": {p: {"seconds": loo_seconds[p], "retrained": g.n_trained, "k": len(loo_idx),
-                        "seeds": list(loo_seeds), "seed_agreement": summarize(g.seed_agreement()),
-                        "noise_ratio": summarize(g.noise_ratio())} for p, g in loo.items()},
+            "n_subsets": n_subsets,
+            "fraction": fraction,
+            "ceiling_seeds": ceiling_seeds,
+            **{
+                proto: {
+                    "seconds": gt_seconds[proto],
+                    "retrained": gts[proto].n_trained,
+                    "ceiling": summarize(gts[proto].ceiling()),
+                    "oracle_ceiling": summarize(gts[proto].oracle_ceiling()),
+                }
+                for proto in gts
+            },
+            "loo": {
+                p: {
+                    "seconds": loo_seconds[p],
+                    "retrained": g.n_trained,
+                    "k": len(loo_idx),
+                    "seeds": list(loo_seeds),
+                    "seed_agreement": summarize(g.seed_agreement()),
+                    "noise_ratio": summarize(g.noise_ratio()),
+                }
+                for p, g in loo.items()
+            },
         },
         "rows": rows,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -406,8 +527,7 @@ def write_report(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     gt = doc["ground_truth"]
     listed = [p for p in doc.get("settings", {}).get("lds_protocols", ()) if p in gt]
     protos = listed + [p for p in ("fixed-seed", "random-seed") if p in gt and p not in listed]
-    refs = sorted({k[len("time_vs_trak"):] for r in doc["rows"] for k in r if k.startswith("time_vs_trak")},
-                  key=int)
+    refs = sorted({k[len("time_vs_trak") :] for r in doc["rows"] for k in r if k.startswith("time_vs_trak")}, key=int)
     widths = [doc["model"]["input_dim"], *doc["model"]["hidden"], doc["model"]["n_classes"]]
     lines = [
         f"# Benchmark: {doc['task']}" + (" (quick smoke setting)" if doc["quick"] else ""),
@@ -417,31 +537,53 @@ def write_report(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         f"{'-'.join(str(s) for s in widths)} · "
         f"{doc['train']['epochs']} epochs · test accuracy {doc['test_accuracy']:.3f} · total {doc['seconds']:.0f} s",
         "",
-        "Ground truth: " + "; ".join(
+        "Ground truth: "
+        + "; ".join(
             f"{p}: {gt['n_subsets']} subsets at {gt['fraction']} in {gt[p]['seconds']:.0f} s "
             f"({gt[p]['retrained']} retrained), seed-noise ceiling {_fmt(gt[p]['ceiling'])} "
-            f"(noise-free bound {_fmt(gt[p]['oracle_ceiling'])})" for p in protos) + ".",
+            f"(noise-free bound {_fmt(gt[p]['oracle_ceiling'])})"
+            for p in protos
+        )
+        + ".",
     ]
     if doc.get("default_simulation_reason"):
         lines.append(f"Default simulation (`attribute` without simulation flags): {doc['default_simulation_reason']}")
     for p, g in gt.get("loo", {}).items():
-        lines.append(f"LOO {p}: {g['k']} sources × seeds {g['seeds']} in {g['seconds']:.0f} s; "
-                     f"seed-to-seed agreement of effects {_fmt(g['seed_agreement'])}, "
-                     f"seed noise / effect size {_fmt(g['noise_ratio'])}.")
-    head = ["method", "setting"] + [f"LDS {p}" for p in protos] + [
-        "LOO Pearson", "LOO Spearman", "setup s", "train s", "ms / query", "state MB"]
+        lines.append(
+            f"LOO {p}: {g['k']} sources × seeds {g['seeds']} in {g['seconds']:.0f} s; "
+            f"seed-to-seed agreement of effects {_fmt(g['seed_agreement'])}, "
+            f"seed noise / effect size {_fmt(g['noise_ratio'])}."
+        )
+    head = (
+        ["method", "setting"]
+        + [f"LDS {p}" for p in protos]
+        + ["LOO Pearson", "LOO Spearman", "setup s", "train s", "ms / query", "state MB"]
+    )
     head += [f"time × TRAK-{M}" for M in refs] + [f"LDS × TRAK-{M}" for M in refs]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["rows"]:
-        cells = [r["method"], r["setting"]] + [_fmt(r.get(f"lds_{p}")) for p in protos] + [
-            _fmt(r.get("loo_pearson")), _fmt(r.get("loo_spearman")), f"{r['setup_seconds']:.2f}",
-            f"{r['train_seconds']:.1f}", f"{1000 * r['seconds_per_query']:.3f}", f"{r['state_mb']:.1f}"]
+        cells = (
+            [r["method"], r["setting"]]
+            + [_fmt(r.get(f"lds_{p}")) for p in protos]
+            + [
+                _fmt(r.get("loo_pearson")),
+                _fmt(r.get("loo_spearman")),
+                f"{r['setup_seconds']:.2f}",
+                f"{r['train_seconds']:.1f}",
+                f"{1000 * r['seconds_per_query']:.3f}",
+                f"{r['state_mb']:.1f}",
+            ]
+        )
         cells += [f"{r.get(f'time_vs_trak{M}', float('nan')):.3f}" for M in refs]
         cells += [f"{r.get(f'lds_vs_trak{M}', float('nan')):.2f}" for M in refs]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Peak memory of the benchmark process: {doc['peak_rss_mb']:.0f} MB. "
-              "LDS: mean ± s.e. over queries (Spearman per query). Setup: simulation (forward-only), "
-              "featurize + finalize (TRAK), Hessian (IF), gradients of the training set (TracIn, "
-              "grad-dot). Time per query: all queries in one batch after a warm-up call.", ""]
+    lines += [
+        "",
+        f"Peak memory of the benchmark process: {doc['peak_rss_mb']:.0f} MB. "
+        "LDS: mean ± s.e. over queries (Spearman per query). Setup: simulation (forward-only), "
+        "featurize + finalize (TRAK), Hessian (IF), gradients of the training set (TracIn, "
+        "grad-dot). Time per query: all queries in one batch after a warm-up call.",
+        "",
+    ]
     mpath.write_text("\n".join(lines))
     return jpath, mpath

@@ -118,8 +118,7 @@ def _run_units(
     def finish(uid: int, outputs: np.ndarray) -> None:
         nonlocal done
         u = todo[uid]
-        store.put_artifact(kind, u.key, {"outputs": outputs, **u.extra},
-                           meta={"stage": stage})
+        store.put_artifact(kind, u.key, {"outputs": outputs, **u.extra}, meta={"stage": stage})
         results[u.slot] = outputs
         done += 1
         report(done)

@@ -92,9 +92,7 @@ class LDSGroundTruth:
         """Per-query seed-noise ceiling ``[Q]`` (NaN if no ceiling seeds were run)."""
         if self.ceiling_outputs.shape[0] == 0:
             return np.full(self.outputs.shape[1], np.nan)
-        return np.nanmean(
-            np.stack([seed_ceiling(self.outputs, c) for c in self.ceiling_outputs]), axis=0
-        )
+        return np.nanmean(np.stack([seed_ceiling(self.outputs, c) for c in self.ceiling_outputs]), axis=0)
 
     def oracle_ceiling(self) -> np.ndarray:
         """``sqrt(max(ceiling, 0))`` per query: the bound for a noise-free predictor."""
@@ -185,8 +183,9 @@ def _array_fingerprint(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: int | None,
-             queries, sources) -> tuple[tuple, dict, np.ndarray, int]:
+def _prepare(
+    dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: int | None, queries, sources
+) -> tuple[tuple, dict, np.ndarray, int]:
     """Data tuple for the workers, the shared part of every key, source index, m."""
     if measure not in MEASURES:
         raise ConfigError(f"unknown measurement {measure!r}; choose one of {', '.join(MEASURES)}.")
@@ -206,8 +205,7 @@ def _prepare(dataset: Dataset, mlp_cfg: MLPConfig, measure: str, target_class: i
     y_q = None if y_q is None else np.ascontiguousarray(np.asarray(y_q, dtype=np.int64))
     if X_q.ndim != 2 or X_q.shape[1] != dataset.n_features:
         raise ShapeError(
-            f"queries have shape {X_q.shape}; they need [n_queries, {dataset.n_features}] "
-            "like the training data."
+            f"queries have shape {X_q.shape}; they need [n_queries, {dataset.n_features}] like the training data."
         )
     if len(X_q) == 0:
         raise ConfigError("there are no queries to measure (an empty query set); pass at least one query.")
@@ -310,25 +308,44 @@ def lds_ground_truth(
         for c in range(ceiling_seeds + 1):
             unit_seed = int(seeds[k]) + c * CEILING_SEED_OFFSET
             tcfg = {**train_cfg.to_dict(), "seed": unit_seed}
-            units.append(_Unit(
-                key={**base, "train": tcfg, "subset": k},
-                spec={"model": mlp_cfg.to_dict(), "train_cfg": tcfg, "rows": rows, "zero": None,
-                      "measure": measure, "target_class": target_class},
-                slot=(c, k),
-                extra={"subset": masks[k]},
-            ))
-    results, n_trained = _run_units(units, LDS_KIND, data, store, scheduler, n_jobs, progress,
-                                    stage="lds")
+            units.append(
+                _Unit(
+                    key={**base, "train": tcfg, "subset": k},
+                    spec={
+                        "model": mlp_cfg.to_dict(),
+                        "train_cfg": tcfg,
+                        "rows": rows,
+                        "zero": None,
+                        "measure": measure,
+                        "target_class": target_class,
+                    },
+                    slot=(c, k),
+                    extra={"subset": masks[k]},
+                )
+            )
+    results, n_trained = _run_units(units, LDS_KIND, data, store, scheduler, n_jobs, progress, stage="lds")
     Q = len(data[2])
     outputs = np.stack([results[(0, k)] for k in range(n_subsets)]).reshape(n_subsets, Q)
-    ceiling = np.stack([
-        np.stack([results[(c, k)] for k in range(n_subsets)]) for c in range(1, ceiling_seeds + 1)
-    ]) if ceiling_seeds else np.zeros((0, n_subsets, Q))
-    key = {**base, "train": train_cfg.to_dict(), "n_subsets": n_subsets,
-           "ceiling_seeds": ceiling_seeds, "vary_seed": vary_seed}
+    ceiling = (
+        np.stack([np.stack([results[(c, k)] for k in range(n_subsets)]) for c in range(1, ceiling_seeds + 1)])
+        if ceiling_seeds
+        else np.zeros((0, n_subsets, Q))
+    )
+    key = {
+        **base,
+        "train": train_cfg.to_dict(),
+        "n_subsets": n_subsets,
+        "ceiling_seeds": ceiling_seeds,
+        "vary_seed": vary_seed,
+    }
     return LDSGroundTruth(
-        subsets=masks, outputs=outputs, ceiling_outputs=ceiling, seeds=seeds, key=key,
-        n_trained=n_trained, seconds=time.perf_counter() - t0,
+        subsets=masks,
+        outputs=outputs,
+        ceiling_outputs=ceiling,
+        seeds=seeds,
+        key=key,
+        n_trained=n_trained,
+        seconds=time.perf_counter() - t0,
         meta={"n_units": len(units)},
     )
 
@@ -380,24 +397,32 @@ def loo_ground_truth(
     units = []
     for s in seeds:
         tcfg = {**train_cfg.to_dict(), "seed": s}
-        common = {"model": mlp_cfg.to_dict(), "train_cfg": tcfg, "measure": measure,
-                  "target_class": target_class}
-        units.append(_Unit(key={**base, "train": tcfg, "protocol": "full", "removed": -1},
-                           spec={**common, "rows": None, "zero": None}, slot=(s, -1)))
+        common = {"model": mlp_cfg.to_dict(), "train_cfg": tcfg, "measure": measure, "target_class": target_class}
+        units.append(
+            _Unit(
+                key={**base, "train": tcfg, "protocol": "full", "removed": -1},
+                spec={**common, "rows": None, "zero": None},
+                slot=(s, -1),
+            )
+        )
         for i in idx.tolist():
             members = np.flatnonzero(index == i)
             if protocol == "weight-zero":
                 spec = {**common, "rows": None, "zero": members}
             else:
                 spec = {**common, "rows": np.flatnonzero(index != i), "zero": None}
-            units.append(_Unit(key={**base, "train": tcfg, "protocol": protocol, "removed": i},
-                               spec=spec, slot=(s, i)))
-    results, n_trained = _run_units(units, LOO_KIND, data, store, scheduler, n_jobs, progress,
-                                    stage=f"loo-{protocol}")
+            units.append(_Unit(key={**base, "train": tcfg, "protocol": protocol, "removed": i}, spec=spec, slot=(s, i)))
+    results, n_trained = _run_units(units, LOO_KIND, data, store, scheduler, n_jobs, progress, stage=f"loo-{protocol}")
     full = np.stack([results[(s, -1)] for s in seeds])
     removed = np.stack([np.stack([results[(s, i)] for i in idx.tolist()]) for s in seeds])
-    key = {**base, "train": train_cfg.to_dict(), "protocol": protocol, "seeds": seeds,
-           "indices": idx.tolist()}
-    return LOOGroundTruth(indices=idx, seeds=np.asarray(seeds), protocol=protocol,
-                          full_outputs=full, removed_outputs=removed, key=key,
-                          n_trained=n_trained, seconds=time.perf_counter() - t0)
+    key = {**base, "train": train_cfg.to_dict(), "protocol": protocol, "seeds": seeds, "indices": idx.tolist()}
+    return LOOGroundTruth(
+        indices=idx,
+        seeds=np.asarray(seeds),
+        protocol=protocol,
+        full_outputs=full,
+        removed_outputs=removed,
+        key=key,
+        n_trained=n_trained,
+        seconds=time.perf_counter() - t0,
+    )

@@ -143,8 +143,8 @@ def _dot(V: Tensor, f: Factors) -> Tensor:
         off = 0
         for D, A in f:
             o, i = D.shape[1], A.shape[1]
-            VW = V[sl, off:off + o * i].reshape(q * o, i)
-            Vb = V[sl, off + o * i:off + o * i + o]
+            VW = V[sl, off : off + o * i].reshape(q * o, i)
+            Vb = V[sl, off + o * i : off + o * i + o]
             off += o * i + o
             out[sl] += ((VW @ A.T).view(q, o, n) * D.T.unsqueeze(0)).sum(1)
             out[sl] += Vb @ D.T
@@ -178,9 +178,7 @@ class Attributor:
 
     def __init__(self, mlp: MLP, measure: str = "margin", target_class: int | None = None):
         if measure not in self.measures:
-            raise ConfigError(
-                f"{self.name} supports the measurement(s) {', '.join(self.measures)}, not {measure!r}."
-            )
+            raise ConfigError(f"{self.name} supports the measurement(s) {', '.join(self.measures)}, not {measure!r}.")
         self.mlp, self.measure, self.target_class = mlp, measure, target_class
         self.timings: dict = {"setup_seconds": 0.0, "score_seconds": 0.0, "n_queries": 0}
         self._fitted = False
@@ -227,9 +225,9 @@ class Attributor:
         t0 = time.perf_counter()
         per_example = self._score(X_q, y_q)  # [Q, n]
         if self._source_index is not None:
-            per_example = torch.zeros(
-                per_example.shape[0], self._m, dtype=per_example.dtype
-            ).index_add_(1, self._source_index, per_example)
+            per_example = torch.zeros(per_example.shape[0], self._m, dtype=per_example.dtype).index_add_(
+                1, self._source_index, per_example
+            )
         self.timings["score_seconds"] += time.perf_counter() - t0
         self.timings["n_queries"] += int(X_q.shape[0])
         return per_example.float()

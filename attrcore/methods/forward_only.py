@@ -111,8 +111,12 @@ class ForwardOnly(Attributor):
         X = np.asarray(X_q)
         X = torch.as_tensor(X[None, :] if X.ndim == 1 else X).to(theta.dtype)
         y = None if y_q is None else torch.as_tensor(np.asarray(y_q)).long().reshape(-1)
-        kw = {"measure": self.measure, "readout": self.readout, "target_class": self.target_class,
-              "memory_budget_mb": self.memory_budget_mb}
+        kw = {
+            "measure": self.measure,
+            "readout": self.readout,
+            "target_class": self.target_class,
+            "memory_budget_mb": self.memory_budget_mb,
+        }
         return theta, stack, X, y, kw
 
     def top_k(self, X_q, y_q=None, k: int = 10, progress=None) -> TopK:

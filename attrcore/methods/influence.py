@@ -26,9 +26,18 @@ class _Influence(Attributor):
     its Gauss–Newton matrix), restricted to the chosen layers; δ is the damping.
     """
 
-    def __init__(self, mlp: MLP, theta: Tensor, weight_decay: float, damping: float = 0.01,
-                 layers: str = "all", curvature: str = "hessian", measure="margin",
-                 target_class=None, dtype: torch.dtype = torch.float64):
+    def __init__(
+        self,
+        mlp: MLP,
+        theta: Tensor,
+        weight_decay: float,
+        damping: float = 0.01,
+        layers: str = "all",
+        curvature: str = "hessian",
+        measure="margin",
+        target_class=None,
+        dtype: torch.dtype = torch.float64,
+    ):
         super().__init__(mlp, measure, target_class)
         if not (math.isfinite(damping) and damping >= 0):
             raise ConfigError(f"damping must be ≥ 0, got {damping}.")
@@ -43,8 +52,9 @@ class _Influence(Attributor):
         self.meta.update(layers=layers, damping=damping, curvature=curvature)
 
     def _curv(self, X, y) -> MLPCurvature:
-        return MLPCurvature(self.mlp, self.theta, X.to(self.dtype), y,
-                            weight_decay=self.weight_decay, curvature=self.curvature)
+        return MLPCurvature(
+            self.mlp, self.theta, X.to(self.dtype), y, weight_decay=self.weight_decay, curvature=self.curvature
+        )
 
     def _hvp_block(self, curv: MLPCurvature, U: Tensor) -> Tensor:
         """(H + δI) restricted to the layer block, applied to ``U [T, p_S]``.
@@ -58,8 +68,8 @@ class _Influence(Attributor):
         step = max(1, int(MEMORY_BUDGET // curv.hvp_bytes_per_tangent()))
         for s in range(0, T, step):
             full = torch.zeros(min(T, s + step) - s, self.mlp.n_params, dtype=self.dtype)
-            full[:, self.slice] = U[s:s + step]
-            out[s:s + step] = curv.hvp(Tangents.from_flat(self.mlp, full)).flat()[:, self.slice]
+            full[:, self.slice] = U[s : s + step]
+            out[s : s + step] = curv.hvp(Tangents.from_flat(self.mlp, full)).flat()[:, self.slice]
         return out + self.damping * U
 
     def _setup(self, X, y):
@@ -69,8 +79,7 @@ class _Influence(Attributor):
 
     def _score(self, X_q, y_q):
         X_q = X_q.to(self.dtype)
-        fq = output_factors(self.mlp, self.theta, X_q, y_q, self.measure, self.target_class,
-                            layers=self.layer_ids)
+        fq = output_factors(self.mlp, self.theta, X_q, y_q, self.measure, self.target_class, layers=self.layer_ids)
         Gq = _flat(fq)  # [Q, p_S]
         V = self._solve(Gq)  # (H + δI)⁻¹ ∇f(q), [Q, p_S]
         return _dot(V, self._train).double() * (-1.0 / self.n_train)
@@ -111,7 +120,7 @@ def _last_layer_hessian(mlp: MLP, theta: Tensor, X: Tensor, weight_decay: float)
     PA = (P.unsqueeze(2) * A.unsqueeze(1)).reshape(n, C * k)
     H = -(PA.T @ PA)
     for o in range(C):
-        H[o * k:(o + 1) * k, o * k:(o + 1) * k] += (A * P[:, o:o + 1]).T @ A
+        H[o * k : (o + 1) * k, o * k : (o + 1) * k] += (A * P[:, o : o + 1]).T @ A
     H /= n
     H.diagonal().add_(weight_decay)
     i = k - 1
@@ -131,10 +140,21 @@ class InfluenceExplicit(_Influence):
 
     name = "if-explicit"
 
-    def __init__(self, mlp, theta, weight_decay, damping=0.01, layers="last", curvature="hessian",
-                 measure="margin", target_class=None, max_params: int = 6000):
-        super().__init__(mlp, theta, weight_decay, damping, layers, curvature, measure,
-                         target_class, dtype=torch.float64)
+    def __init__(
+        self,
+        mlp,
+        theta,
+        weight_decay,
+        damping=0.01,
+        layers="last",
+        curvature="hessian",
+        measure="margin",
+        target_class=None,
+        max_params: int = 6000,
+    ):
+        super().__init__(
+            mlp, theta, weight_decay, damping, layers, curvature, measure, target_class, dtype=torch.float64
+        )
         p_s = self.slice.stop - self.slice.start
         if p_s > max_params:
             raise ConfigError(
@@ -158,7 +178,9 @@ class InfluenceExplicit(_Influence):
             warnings.warn(
                 f"H + {self.damping}·I is not positive definite on the chosen layers (a negative "
                 "curvature direction); solving with LU instead. Raise the damping or use "
-                "curvature='gauss-newton' for a well-posed influence function.", stacklevel=4)
+                "curvature='gauss-newton' for a well-posed influence function.",
+                stacklevel=4,
+            )
             self._chol, self._lu = None, torch.linalg.lu_factor(H)
         self.meta["min_eig"] = float(torch.linalg.eigvalsh(H)[0]) if p_s <= 4000 else None
         self._H = H
@@ -191,12 +213,23 @@ class InfluenceCG(_Influence):
 
     name = "if-cg"
 
-    def __init__(self, mlp, theta, weight_decay, damping=0.01, layers="all",
-                 curvature="gauss-newton", measure="margin", target_class=None,
-                 max_iter: int = 100, tol: float = 1e-4, hessian_examples: int | None = None,
-                 seed: int = 0, dtype: torch.dtype = torch.float32):
-        super().__init__(mlp, theta, weight_decay, damping, layers, curvature, measure,
-                         target_class, dtype=dtype)
+    def __init__(
+        self,
+        mlp,
+        theta,
+        weight_decay,
+        damping=0.01,
+        layers="all",
+        curvature="gauss-newton",
+        measure="margin",
+        target_class=None,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        hessian_examples: int | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__(mlp, theta, weight_decay, damping, layers, curvature, measure, target_class, dtype=dtype)
         if max_iter < 1 or not tol > 0:
             raise ConfigError("CG needs max_iter ≥ 1 and tol > 0.")
         if hessian_examples is not None and hessian_examples < 1:
@@ -210,7 +243,7 @@ class InfluenceCG(_Influence):
         if self.hessian_examples is not None and self.hessian_examples < n:
             # a fixed random subset, normalised by its own size: an unbiased estimate of H
             idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-            idx = idx[:self.hessian_examples].sort().values
+            idx = idx[: self.hessian_examples].sort().values
             X, y = X[idx], y[idx]
         self._curvobj = self._curv(X, y)
 
@@ -251,7 +284,9 @@ class InfluenceCG(_Influence):
             warnings.warn(
                 f"CG met non-positive curvature for {negative} queries (H + {self.damping}·I is "
                 "indefinite); their solves stopped early. Raise the damping or use "
-                "curvature='gauss-newton'.", stacklevel=4)
+                "curvature='gauss-newton'.",
+                stacklevel=4,
+            )
         return Xs
 
     def state_bytes(self):

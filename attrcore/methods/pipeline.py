@@ -76,7 +76,6 @@ def train_models(
         kwargs: dict = {}
         if info.needs_simulation:
             if simulation is None:  # the measured default for this model and data (engine/choose.py)
-
                 m = getattr(sources, "m", None) if sources is not None else None
                 simulation = choose_simulation(mlp.config, train_config, len(X), m).config
             sim = simulation

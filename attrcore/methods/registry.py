@@ -77,8 +77,16 @@ def train_ensemble(mlp: MLP, X, y, cfg: TrainConfig, seeds: Sequence[int], **tra
     return [train(mlp, X, y, replace(cfg, seed=int(s)), **train_kwargs) for s in seeds]
 
 
-def make_method(method: str, mlp: MLP, runs: Sequence, train_cfg: TrainConfig, *,
-                measure: str = "margin", target_class: int | None = None, **options) -> Attributor:
+def make_method(
+    method: str,
+    mlp: MLP,
+    runs: Sequence,
+    train_cfg: TrainConfig,
+    *,
+    measure: str = "margin",
+    target_class: int | None = None,
+    **options,
+) -> Attributor:
     """Build ``method`` (a name or alias) from training outputs ``runs`` (``[TrainOutput]``).
 
     Forward-only and TRAK use every run (their ensemble); the others use ``runs[0]``;
@@ -112,6 +120,5 @@ def make_method(method: str, mlp: MLP, runs: Sequence, train_cfg: TrainConfig, *
             "TracIn needs checkpoints before the last epoch; train with "
             "checkpoint_epochs=tracin_checkpoint_epochs(epochs)."
         )
-    weights = tracin_weights(epochs, [run.checkpoint_lrs[e] for e in epochs], train_cfg.epochs,
-                             train_cfg.batch_size)
+    weights = tracin_weights(epochs, [run.checkpoint_lrs[e] for e in epochs], train_cfg.epochs, train_cfg.batch_size)
     return TracIn(mlp, [run.checkpoints[e] for e in epochs], weights, **common, **options)

@@ -1,5 +1,4 @@
-"""The simple baselines: :class:`RandomScores` (the control) and :class:`GradDot`.
-"""
+"""The simple baselines: :class:`RandomScores` (the control) and :class:`GradDot`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""TracIn: −Σ_c w_c ⟨∇f(q; θ_c), ∇ℓ_j(θ_c)⟩ over checkpoints.
-"""
+"""TracIn: −Σ_c w_c ⟨∇f(q; θ_c), ∇ℓ_j(θ_c)⟩ over checkpoints."""
 
 from __future__ import annotations
 
@@ -20,8 +19,9 @@ class TracIn(Attributor):
 
     name = "tracin"
 
-    def __init__(self, mlp: MLP, checkpoints: Sequence[Tensor], weights: Sequence[float],
-                 measure="margin", target_class=None):
+    def __init__(
+        self, mlp: MLP, checkpoints: Sequence[Tensor], weights: Sequence[float], measure="margin", target_class=None
+    ):
         super().__init__(mlp, measure, target_class)
         if len(checkpoints) == 0 or len(checkpoints) != len(weights):
             raise ConfigError(
@@ -51,8 +51,7 @@ def tracin_checkpoint_epochs(epochs: int, n_checkpoints: int = 10) -> tuple[int,
     return tuple(sorted({int(round(k * epochs / n)) for k in range(n)}))
 
 
-def tracin_weights(epochs_of: Sequence[int], lrs: Sequence[float], total_epochs: int,
-                   batch_size: int) -> list[float]:
+def tracin_weights(epochs_of: Sequence[int], lrs: Sequence[float], total_epochs: int, batch_size: int) -> list[float]:
     """w_c = η_c · (epochs until the next checkpoint, or the end) / batch size."""
     ends = list(epochs_of[1:]) + [total_epochs]
     return [lr * (end - e) / batch_size for e, end, lr in zip(epochs_of, ends, lrs)]

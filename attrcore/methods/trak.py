@@ -1,5 +1,4 @@
-"""TRAK through the official ``traker`` package, on the CPU.
-"""
+"""TRAK through the official ``traker`` package, on the CPU."""
 
 from __future__ import annotations
 
@@ -39,10 +38,20 @@ class TRAK(Attributor):
     name = "trak"
     measures = ("margin",)
 
-    def __init__(self, mlp: MLP, thetas: Sequence[Tensor], proj_dim: int = 512,
-                 lambda_reg: float | None = None, ridge: float | None = None, measure="margin",
-                 target_class=None, save_dir: str | Path | None = None, projector_seed: int = 0,
-                 batch_size: int = 512, quiet: bool = True):
+    def __init__(
+        self,
+        mlp: MLP,
+        thetas: Sequence[Tensor],
+        proj_dim: int = 512,
+        lambda_reg: float | None = None,
+        ridge: float | None = None,
+        measure="margin",
+        target_class=None,
+        save_dir: str | Path | None = None,
+        projector_seed: int = 0,
+        batch_size: int = 512,
+        quiet: bool = True,
+    ):
         super().__init__(mlp, measure, target_class)
         if len(thetas) == 0:
             raise ConfigError("TRAK needs at least one trained model (an ensemble of M ≥ 1).")
@@ -99,7 +108,9 @@ class TRAK(Attributor):
                 warnings.warn(
                     f"TRAK: proj_dim={k} is more than half of the {n} training examples; without a "
                     "ridge the kernel is ill-conditioned and the scores degrade (on digits-mlp LDS "
-                    "falls from 0.20 at 512 to 0.09 at 1024).", stacklevel=4)
+                    "falls from 0.20 at 512 to 0.09 at 1024).",
+                    stacklevel=4,
+                )
             return self.lambda_reg
         if 2 * k < n:
             return 0.0  # traker's own default
@@ -108,7 +119,8 @@ class TRAK(Attributor):
             f"TRAK: proj_dim={k} ≥ half of the {n} training examples makes the kernel ΦᵀΦ "
             f"{'singular' if k >= n else 'ill-conditioned'}; added a ridge lambda_reg={lam:.3g} "
             f"({AUTO_RIDGE:g} × its mean eigenvalue). Pass lambda_reg= or ridge= to choose it.",
-            stacklevel=4)
+            stacklevel=4,
+        )
         return lam
 
     def _quiet(self):
@@ -132,20 +144,32 @@ class TRAK(Attributor):
         X32, n = X.to(torch.float32), X.shape[0]
         p, k = self.mlp.n_params, self.proj_dim
         # one sketch block when it fits the budget: generated once per model instead of per call
-        projector = BasicProjector(grad_dim=p, proj_dim=k, seed=self.projector_seed,
-                                   proj_type=ProjectionType.normal, device="cpu",
-                                   block_size=_sketch_block(p, k), dtype=torch.float32)
+        projector = BasicProjector(
+            grad_dim=p,
+            proj_dim=k,
+            seed=self.projector_seed,
+            proj_type=ProjectionType.normal,
+            device="cpu",
+            block_size=_sketch_block(p, k),
+            dtype=torch.float32,
+        )
         self.save_dir.parent.mkdir(parents=True, exist_ok=True)
         self.traker = TRAKer(
-            model=self.mlp.to_module(self.thetas[0]), task="image_classification",
-            train_set_size=n, save_dir=str(self.save_dir), load_from_save_dir=True,
-            device="cpu", projector=projector, use_half_precision=False,
-            lambda_reg=lam, logging_level=logging.WARNING,
+            model=self.mlp.to_module(self.thetas[0]),
+            task="image_classification",
+            train_set_size=n,
+            save_dir=str(self.save_dir),
+            load_from_save_dir=True,
+            device="cpu",
+            projector=projector,
+            use_half_precision=False,
+            lambda_reg=lam,
+            logging_level=logging.WARNING,
         )
         for model_id, theta in enumerate(self.thetas):
             self.traker.load_checkpoint(self._state_dict(theta), model_id=model_id)
             for s in range(0, n, self.batch_size):
-                batch = (X32[s:s + self.batch_size], y[s:s + self.batch_size])
+                batch = (X32[s : s + self.batch_size], y[s : s + self.batch_size])
                 self.traker.featurize(batch=batch, num_samples=len(batch[1]))
         self.traker.finalize_features()
         # traker 0.3.2: finalize_features frees the sketch, and a single-block
@@ -160,10 +184,11 @@ class TRAK(Attributor):
         self._n_exp += 1
         Xq, Q = X_q.to(torch.float32), X_q.shape[0]
         for model_id, theta in enumerate(self.thetas):
-            self.traker.start_scoring_checkpoint(exp_name=exp, checkpoint=self._state_dict(theta),
-                                                 model_id=model_id, num_targets=Q)
+            self.traker.start_scoring_checkpoint(
+                exp_name=exp, checkpoint=self._state_dict(theta), model_id=model_id, num_targets=Q
+            )
             for s in range(0, Q, self.batch_size):
-                batch = (Xq[s:s + self.batch_size], y_q[s:s + self.batch_size])
+                batch = (Xq[s : s + self.batch_size], y_q[s : s + self.batch_size])
                 self.traker.score(batch=batch, num_samples=len(batch[1]))
         scores = self.traker.finalize_scores(exp_name=exp)  # [n, Q] memmap
         out = torch.from_numpy(np.array(scores, dtype=np.float64)).T.contiguous()

@@ -1,5 +1,4 @@
-"""Cost page figures: time curves and memory bars.
-"""
+"""Cost page figures: time curves and memory bars."""
 
 from __future__ import annotations
 

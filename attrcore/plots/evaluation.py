@@ -1,5 +1,4 @@
-"""Evaluate page figures: LDS bars and curves, predicted vs actual.
-"""
+"""Evaluate page figures: LDS bars and curves, predicted vs actual."""
 
 from __future__ import annotations
 

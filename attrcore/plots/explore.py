@@ -1,5 +1,4 @@
-"""Explore page figures: score bars, method scatter, agreement heatmap, counterfactuals.
-"""
+"""Explore page figures: score bars, method scatter, agreement heatmap, counterfactuals."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Train page figures.
-"""
+"""Train page figures."""
 
 from __future__ import annotations
 

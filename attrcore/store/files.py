@@ -58,8 +58,7 @@ def _json_value(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
     except (TypeError, ValueError) as err:
         raise ConfigError(
-            f"{what} must be plain JSON (dicts with string keys, lists, strings, numbers, "
-            f"booleans, None): {err}."
+            f"{what} must be plain JSON (dicts with string keys, lists, strings, numbers, booleans, None): {err}."
         ) from None
 
 
@@ -89,16 +88,12 @@ def _json_history(history: Sequence[dict]) -> list[dict]:
 def _prepare_tensors(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors that safetensors accepts (no two sharing storage)."""
     if not isinstance(tensors, Mapping):
-        raise ConfigError(
-            f"tensors must be a dict of name → torch.Tensor, got {type(tensors).__name__}."
-        )
+        raise ConfigError(f"tensors must be a dict of name → torch.Tensor, got {type(tensors).__name__}.")
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for k, t in tensors.items():
         if not isinstance(k, str) or not k or k == "__metadata__":
-            raise ConfigError(
-                f"tensor names must be non-empty strings other than '__metadata__', got {k!r}."
-            )
+            raise ConfigError(f"tensor names must be non-empty strings other than '__metadata__', got {k!r}.")
         if not isinstance(t, torch.Tensor):
             raise ConfigError(
                 f"tensor {k!r} is a {type(t).__name__}, not a torch.Tensor; convert it with torch.as_tensor."
@@ -121,9 +116,7 @@ def _prepare_tensors(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 def _arrays_to_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(arrays, Mapping):
-        raise ConfigError(
-            f"arrays must be a dict of name → array, got {type(arrays).__name__}."
-        )
+        raise ConfigError(f"arrays must be a dict of name → array, got {type(arrays).__name__}.")
     out: dict[str, Any] = {}
     for k, a in arrays.items():
         if isinstance(a, (np.ndarray, np.generic)):
@@ -143,10 +136,7 @@ def _arrays_to_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _specs(tensors: Mapping[str, torch.Tensor]) -> dict:
-    return {
-        k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-        for k, t in tensors.items()
-    }
+    return {k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)} for k, t in tensors.items()}
 
 
 # safetensors dtype names -> (numpy dtype read from the file, torch dtype it is viewed as)
@@ -203,7 +193,11 @@ def map_tensors(path: Path, keys: Sequence[str]) -> dict[str, torch.Tensor]:
 
 
 def _load_tensors(
-    path: Path, run: str, keys: Sequence[str] | None, lazy: bool, order: Sequence[str],
+    path: Path,
+    run: str,
+    keys: Sequence[str] | None,
+    lazy: bool,
+    order: Sequence[str],
     mmap: Sequence[str] | bool = (),
 ) -> Mapping[str, torch.Tensor]:
     """Tensors in the order they were saved (safetensors itself sorts them); those named in
@@ -231,9 +225,7 @@ def _load_tensors(
         return {k: loaded[k] for k in order if k in loaded} | loaded
     with safe_open(str(path), framework="pt") as f:
         on_disk = set(f.keys())
-        available = [k for k in order if k in on_disk] + sorted(
-            on_disk.difference(order)
-        )
+        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
         wanted = available if keys is None else list(keys)
         missing = [k for k in wanted if k not in available]
         if missing:

@@ -77,8 +77,7 @@ def _current_version(conn: sqlite3.Connection, name: str) -> str | None:
 def _upsert_run(conn: sqlite3.Connection, row: dict) -> None:
     """Write one index row inside the caller's transaction (the only place that does)."""
     conn.execute(
-        f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+        f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
         tuple(row[c] for c in _RUN_COLUMNS),
     )
 
@@ -125,16 +124,12 @@ def _dig(d: Any, *keys: str) -> Any:
 def _dataset_matches(source: Any, wanted: str) -> bool:
     if not isinstance(source, str):
         return False
-    return (
-        source == wanted or Path(source).stem == wanted or Path(source).name == wanted
-    )
+    return source == wanted or Path(source).stem == wanted or Path(source).name == wanted
 
 
 def _n_sources(info: RunInfo) -> int | None:
     for d in (info.meta, info.metrics, info.config):
-        if isinstance(d.get("n_sources"), (int, float)) and not isinstance(
-            d["n_sources"], bool
-        ):
+        if isinstance(d.get("n_sources"), (int, float)) and not isinstance(d["n_sources"], bool):
             return int(d["n_sources"])
     shape = _dig(info.tensor_specs, "responses", "shape")
     return int(shape[0]) if shape else None

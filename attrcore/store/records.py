@@ -35,9 +35,7 @@ class RunInfo:
     timings: dict
     nbytes: int  # size of the tensors file
     meta: dict = field(default_factory=dict)
-    tensor_specs: dict = field(
-        default_factory=dict
-    )  # {name: {"dtype": str, "shape": [int]}}
+    tensor_specs: dict = field(default_factory=dict)  # {name: {"dtype": str, "shape": [int]}}
     updated_at: str = ""
 
 
@@ -90,8 +88,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
                     self._cache[key] = f.get_tensor(key)
             except FileNotFoundError:
                 raise RunNotFoundError(
-                    f"run {self._run!r} was overwritten or deleted after it was loaded lazily; "
-                    "load it again."
+                    f"run {self._run!r} was overwritten or deleted after it was loaded lazily; load it again."
                 ) from None
         return self._cache[key]
 

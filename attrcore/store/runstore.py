@@ -214,9 +214,7 @@ class RunStore:
             doc["meta"].update(meta)
             if not new_tensors:
                 return None
-            old = _load_tensors(
-                old_dir / TENSORS_FILE, name, None, False, order=doc["tensors"]
-            )
+            old = _load_tensors(old_dir / TENSORS_FILE, name, None, False, order=doc["tensors"])
             merged = {**old, **new_tensors}
             doc["tensors"] = _specs(merged)
             return merged
@@ -229,17 +227,13 @@ class RunStore:
         if old == new:
             return _info_from_row(self._run_row(old))
         if self.exists(new):
-            raise ConfigError(
-                f"cannot rename {old!r}: a run named {new!r} exists; pick another name."
-            )
+            raise ConfigError(f"cannot rename {old!r}: a run named {new!r} exists; pick another name.")
         return self._rewrite_run(old, new, lambda doc, old_dir: None)
 
     def delete_run(self, name: str) -> None:
         """Remove a run from the index, then its files and the uploads only it used."""
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT version, config FROM runs WHERE name = ?", (name,)
-            ).fetchone()
+            row = conn.execute("SELECT version, config FROM runs WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise self._not_found(name, conn)
             conn.execute("DELETE FROM runs WHERE name = ?", (name,))
@@ -262,13 +256,14 @@ class RunStore:
 
     def exists(self, name: str) -> bool:
         with self._connection() as conn:
-            return (
-                conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone()
-                is not None
-            )
+            return conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
 
     def load_run(
-        self, name: str, *, keys: Sequence[str] | None = None, lazy: bool = False,
+        self,
+        name: str,
+        *,
+        keys: Sequence[str] | None = None,
+        lazy: bool = False,
         mmap: Sequence[str] | bool = (),
     ) -> Run:
         """Load a run; ``keys`` loads only those tensors, ``lazy`` defers reading each one,
@@ -283,9 +278,7 @@ class RunStore:
             vdir = self._abs(row["version"])
             try:
                 doc = _read_json(vdir / RUN_FILE)
-                tensors = _load_tensors(
-                    vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"], mmap=mmap
-                )
+                tensors = _load_tensors(vdir / TENSORS_FILE, name, keys, lazy, order=doc["tensors"], mmap=mmap)
             except FileNotFoundError:
                 continue  # a concurrent overwrite replaced this version: read the index again
             return Run(
@@ -317,20 +310,12 @@ class RunStore:
         file stem), ``scheme`` matches ``config["simulation"]["scheme"]``, ``name_contains``
         is a case-insensitive substring; a run missing the key does not match."""
         with self._connection() as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY created_at DESC, name"
-            ).fetchall()
+            rows = conn.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY created_at DESC, name").fetchall()
         infos = [_info_from_row(dict(r)) for r in rows]
         if dataset is not None:
-            infos = [
-                i
-                for i in infos
-                if _dataset_matches(_dig(i.config, "data", "source"), dataset)
-            ]
+            infos = [i for i in infos if _dataset_matches(_dig(i.config, "data", "source"), dataset)]
         if scheme is not None:
-            infos = [
-                i for i in infos if _dig(i.config, "simulation", "scheme") == scheme
-            ]
+            infos = [i for i in infos if _dig(i.config, "simulation", "scheme") == scheme]
         if name_contains is not None:
             needle = name_contains.lower()
             infos = [i for i in infos if needle in i.name.lower()]
@@ -356,9 +341,7 @@ class RunStore:
                     "horizon": None if horizon is None else str(horizon),
                     "n_sources": _n_sources(info),
                     "test_accuracy": info.metrics.get("test_accuracy"),
-                    "train_seconds": info.timings.get(
-                        "train_seconds", info.timings.get("train")
-                    ),
+                    "train_seconds": info.timings.get("train_seconds", info.timings.get("train")),
                     "MB": info.nbytes / 1e6,
                 }
             )
@@ -432,9 +415,7 @@ class RunStore:
                     (kind, fp),
                 ).fetchone()
                 old = prev[0] if prev else None
-                conn.execute(
-                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", row
-                )
+                conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
         except BaseException:
             self._discard_if_unreferenced(version, "artifacts")
             raise
@@ -452,8 +433,7 @@ class RunStore:
         for _ in range(_ATTEMPTS):
             with self._connection() as conn:
                 row = conn.execute(
-                    "SELECT key, version, meta, created_at FROM artifacts "
-                    "WHERE kind = ? AND fingerprint = ?",
+                    "SELECT key, version, meta, created_at FROM artifacts WHERE kind = ? AND fingerprint = ?",
                     (kind, fp),
                 ).fetchone()
             if row is None or json.loads(row["key"]) != key:
@@ -462,10 +442,7 @@ class RunStore:
                 loaded = load_file(str(self._abs(row["version"])))
             except FileNotFoundError:
                 continue  # replaced by a concurrent put: read the index again
-            arrays = {
-                k: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-                for k, t in loaded.items()
-            }
+            arrays = {k: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for k, t in loaded.items()}
             return Artifact(
                 kind=kind,
                 key=key,
@@ -506,9 +483,7 @@ class RunStore:
             ).fetchone()
             if row is None:
                 return False
-            conn.execute(
-                "DELETE FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp)
-            )
+            conn.execute("DELETE FROM artifacts WHERE kind = ? AND fingerprint = ?", (kind, fp))
         self._remove_version(row[0])
         return True
 
@@ -544,9 +519,7 @@ class RunStore:
             # system runs "A" and "a" share a folder whose spelling need not match the row.
             live = {
                 r[0].rsplit("/", 1)[-1]
-                for r in conn.execute(
-                    "SELECT version FROM runs UNION SELECT version FROM artifacts"
-                )
+                for r in conn.execute("SELECT version FROM runs UNION SELECT version FROM artifacts")
             }
             for group in _subdirs(self.home / "runs"):
                 for entry in list(group.iterdir()):
@@ -695,9 +668,7 @@ class RunStore:
         if lock is not None:
             lock.release()
 
-    def _commit_run(
-        self, row: dict, *, expect: object, drop: tuple[str, str] | None = None
-    ) -> None:
+    def _commit_run(self, row: dict, *, expect: object, drop: tuple[str, str] | None = None) -> None:
         """Point the index at a staged version in one transaction, then remove the old one.
 
         ``expect`` is what ``row["name"]`` must point at now: ``_ANY``, None (the name
@@ -759,9 +730,7 @@ class RunStore:
                 else:
                     self._commit_run(new_row, expect=None, drop=(name, row["version"]))
             except _Conflict:
-                time.sleep(
-                    random.uniform(0.0, 0.01)
-                )  # de-synchronise competing writers
+                time.sleep(random.uniform(0.0, 0.01))  # de-synchronise competing writers
                 continue
             return _info_from_row(new_row)
         raise ConfigError(
@@ -771,9 +740,7 @@ class RunStore:
 
     def _run_row(self, name: str) -> dict:
         with self._connection() as conn:
-            row = conn.execute(
-                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE name = ?", (name,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise self._not_found(name, conn)
         return dict(row)
@@ -782,8 +749,7 @@ class RunStore:
         names = [r[0] for r in conn.execute("SELECT name FROM runs")]
         if not names:
             return RunNotFoundError(
-                f"no run named {name!r}: the store at {self.home} has no runs yet; "
-                "train and save one first."
+                f"no run named {name!r}: the store at {self.home} has no runs yet; train and save one first."
             )
         close = difflib.get_close_matches(str(name), names, n=10, cutoff=0.0)
         return RunNotFoundError(
@@ -801,9 +767,7 @@ class RunStore:
         path = self._abs(version)
         _remove(path)
         if version.startswith("runs/"):
-            _rmdir_if_empty(
-                path.parent
-            )  # runs/<name>/, so deleted names leave no folder
+            _rmdir_if_empty(path.parent)  # runs/<name>/, so deleted names leave no folder
 
     def _discard_if_unreferenced(self, version: str, table: str) -> None:
         """After a failed commit: delete the staged version unless the commit did land.
@@ -813,9 +777,7 @@ class RunStore:
         """
         try:
             with self._connection() as conn:
-                hit = conn.execute(
-                    f"SELECT 1 FROM {table} WHERE version = ?", (version,)
-                ).fetchone()
+                hit = conn.execute(f"SELECT 1 FROM {table} WHERE version = ?", (version,)).fetchone()
         except (sqlite3.Error, OSError):
             return
         if hit is None:
@@ -865,9 +827,7 @@ class RunStore:
             conn = None
         if conn is None:
             self._ensure_ready()
-            conn = sqlite3.connect(
-                self.home / INDEX_FILE, timeout=_SQLITE_TIMEOUT, isolation_level=None
-            )
+            conn = sqlite3.connect(self.home / INDEX_FILE, timeout=_SQLITE_TIMEOUT, isolation_level=None)
             conn.row_factory = sqlite3.Row
             # FULL: the commit must be on disk before we delete the version it replaced.
             conn.execute("PRAGMA synchronous=FULL")
@@ -914,9 +874,7 @@ def _check_name(name: object, what: str) -> str:
 
 
 def _exists_error(name: str) -> ConfigError:
-    return ConfigError(
-        f"run {name!r} exists; pick another name or pass overwrite=True (`overwrite`)."
-    )
+    return ConfigError(f"run {name!r} exists; pick another name or pass overwrite=True (`overwrite`).")
 
 
 def _now() -> str:

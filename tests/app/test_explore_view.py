@@ -19,8 +19,9 @@ def run():
 @pytest.fixture(scope="module")
 def grouped():
     data = load_dataset("moons", n_samples=60)
-    return fit(data, hidden=(4,), train_config=TrainConfig(epochs=2), simulation=SimulationConfig(horizon=1),
-               sources="class")
+    return fit(
+        data, hidden=(4,), train_config=TrainConfig(epochs=2), simulation=SimulationConfig(horizon=1), sources="class"
+    )
 
 
 def view_of(run, pred):
@@ -75,7 +76,9 @@ def test_agreement_table_compares_every_method_with_this_run(run):
     this = ex.method_label(run, this=True)
     other = ex.method_label(run)
     assert this.startswith("forward-only (this run, K=1") and ex.short_method_labels([this, other]) == [
-        "forward-only", other]
+        "forward-only",
+        other,
+    ]
     table = ex.agreement_table(this, {this: a[0], other: a[0], "noise": -a[0]}, {this: a, other: a, "noise": -a}, 3)
     assert table["method"].tolist() == [other, "noise"]
     assert table["Spearman (this query)"].tolist() == pytest.approx([1.0, -1.0])

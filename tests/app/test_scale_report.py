@@ -48,10 +48,24 @@ def test_series_and_figure(tmp_path):
 def test_speedups_pair_rows_with_trak10_of_the_same_run_and_cell():
     rows = [
         {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "trak-10", "seconds_per_query": 3.0},
-        {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "grouped-100",
-         "seconds_per_query": 0.03},
-        {"run": 1, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "grouped-10",
-         "seconds_per_query": 0.003},  # another run: no peer
+        {
+            "run": 0,
+            "n": 4000,
+            "params": "1m",
+            "p": 969354,
+            "epochs": 2,
+            "method": "grouped-100",
+            "seconds_per_query": 0.03,
+        },
+        {
+            "run": 1,
+            "n": 4000,
+            "params": "1m",
+            "p": 969354,
+            "epochs": 2,
+            "method": "grouped-10",
+            "seconds_per_query": 0.003,
+        },  # another run: no peer
         {"run": 0, "n": 4000, "params": "1m", "p": 969354, "epochs": 2, "method": "trak-1", "error": "x"},
     ]
     s = scale.speedups({"rows": rows})

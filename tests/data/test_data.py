@@ -198,9 +198,7 @@ def test_npz_round_trip_with_groups(tmp_path):
     assert ds.class_names == ("3", "7", "9")
     assert ds.feature_names == ("x0", "x1", "x2", "x3")
     np.testing.assert_array_equal(ds.X_train, X[ds.train_rows].astype(np.float32))
-    np.testing.assert_array_equal(
-        np.array(ds.class_names)[ds.y_train], y[ds.train_rows].astype(str)
-    )
+    np.testing.assert_array_equal(np.array(ds.class_names)[ds.y_train], y[ds.train_rows].astype(str))
     np.testing.assert_array_equal(ds.train_groups, groups[ds.train_rows])
     np.testing.assert_array_equal(ds.test_groups, groups[ds.test_rows])
     assert_same_dataset(ds, load_dataset(**json.loads(json.dumps(ds.spec))))

@@ -48,9 +48,7 @@ def test_example_sources(moons):
     np.testing.assert_array_equal(src.index, np.arange(moons.n_train))
     assert src.names[:3] == ("#0", "#1", "#2")
     np.testing.assert_array_equal(src.members(5), [5])
-    torch.testing.assert_close(
-        src.one_hot(torch.float64), torch.eye(moons.n_train, dtype=torch.float64)
-    )
+    torch.testing.assert_close(src.one_hot(torch.float64), torch.eye(moons.n_train, dtype=torch.float64))
     assert_partition(src, moons.n_train)
 
 

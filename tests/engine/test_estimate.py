@@ -133,6 +133,7 @@ def test_the_ekfac_default_is_estimated_as_ekfac_and_fits_its_budget():
     assert ekfac.state_bytes < 0.05 * ekfac.response_bytes < exact.state_bytes
     assert ekfac.seconds < exact.seconds / 10
     assert check_estimate(ekfac, chosen, available_bytes=16 * 2**30) == []
-    finite = estimate_training(4000, 40, 10, (256, 256), train, SimulationConfig(horizon=16, curvature="ekfac",
-                                                                                   rank=None), 4000)
+    finite = estimate_training(
+        4000, 40, 10, (256, 256), train, SimulationConfig(horizon=16, curvature="ekfac", rank=None), 4000
+    )
     assert finite.state_bytes > ekfac.response_bytes  # the segment's injections are a second m × p block

@@ -238,8 +238,9 @@ def test_compressed_readout_makes_no_reverse_mode_call(tiny, forbid_reverse_mode
 def test_a_saved_run_scores_without_reverse_mode():
     ds = load_dataset("moons", n_samples=60)
     for rank in (None, 6):
-        run = fit(ds, hidden=(6,), train_config=TrainConfig(epochs=2, batch_size=16),
-                  simulation=SimulationConfig(rank=rank))
+        run = fit(
+            ds, hidden=(6,), train_config=TrainConfig(epochs=2, batch_size=16), simulation=SimulationConfig(rank=rank)
+        )
         assert run.compressed == (rank is not None)
         run.save(RunStore(), f"no-reverse-{rank}")
         expected = {r: run.score(ds.X_test, ds.y_test, readout=r) for r in ("jvp", "cd")}

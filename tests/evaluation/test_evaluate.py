@@ -31,7 +31,8 @@ def test_pearson_and_spearman_by_hand():
     assert E.spearman(a, b)[0] == pytest.approx(0.8)
     # ties get average ranks: (1.5, 1.5, 3) against (1, 2, 3) → 1.5 / sqrt(1.5 · 2)
     assert E.spearman(np.array([[1.0], [1.0], [2.0]]), np.array([[1.0], [2.0], [3.0]]))[0] == pytest.approx(
-        1.5 / math.sqrt(3.0))
+        1.5 / math.sqrt(3.0)
+    )
     # columns are independent queries; a constant column has no correlation
     two = E.spearman(np.c_[a, np.ones(4)], np.c_[-b, b])
     assert two[0] == pytest.approx(-0.8) and np.isnan(two[1])
@@ -88,8 +89,7 @@ def setting():
 
 def test_a_unit_is_a_plain_training_run(setting, tmp_path):
     ds, mcfg, cfg = setting
-    gt = E.lds_ground_truth(ds, mcfg, cfg, n_subsets=3, ceiling_seeds=1, store=RunStore(tmp_path),
-                            n_jobs=1)
+    gt = E.lds_ground_truth(ds, mcfg, cfg, n_subsets=3, ceiling_seeds=1, store=RunStore(tmp_path), n_jobs=1)
     assert gt.subsets.shape == (3, ds.n_train) and gt.outputs.shape == (3, ds.n_test)
     assert gt.ceiling_outputs.shape == (1, 3, ds.n_test) and gt.n_trained == 6
     rows = np.flatnonzero(gt.subsets[1])
@@ -153,8 +153,9 @@ def test_ground_truth_resumes_without_retraining(setting, tmp_path, monkeypatch)
 def test_cancel_through_progress(setting, tmp_path):
     ds, mcfg, cfg = setting
     with pytest.raises(CancelledError, match="resumes"):
-        E.lds_ground_truth(ds, mcfg, cfg, n_subsets=3, store=RunStore(tmp_path), n_jobs=1,
-                           progress=lambda p: p.done < 2)
+        E.lds_ground_truth(
+            ds, mcfg, cfg, n_subsets=3, store=RunStore(tmp_path), n_jobs=1, progress=lambda p: p.done < 2
+        )
 
 
 def test_bad_settings_are_refused(setting, tmp_path):
@@ -205,13 +206,10 @@ def test_engines_give_identical_ground_truth(setting, tmp_path):
     a = E.lds_ground_truth(ds, mcfg, cfg, store=RunStore(tmp_path / "a"), n_jobs=2, **kw)
     idx = [2, 7]
     la = E.loo_ground_truth(ds, mcfg, cfg, idx, seeds=(0, 1), store=RunStore(tmp_path / "a"), n_jobs=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        b = E.lds_ground_truth(ds, mcfg, cfg, store=RunStore(tmp_path / "b"),
-                               scheduler=cluster.scheduler_address, **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        b = E.lds_ground_truth(ds, mcfg, cfg, store=RunStore(tmp_path / "b"), scheduler=cluster.scheduler_address, **kw)
         with distributed.Client(cluster) as client:  # a Client object works as well
-            lb = E.loo_ground_truth(ds, mcfg, cfg, idx, seeds=(0, 1), store=RunStore(tmp_path / "b"),
-                                    scheduler=client)
+            lb = E.loo_ground_truth(ds, mcfg, cfg, idx, seeds=(0, 1), store=RunStore(tmp_path / "b"), scheduler=client)
     assert a.n_trained == b.n_trained == 8
     for other in (a, b):
         np.testing.assert_array_equal(local.outputs, other.outputs)
@@ -227,8 +225,9 @@ def test_unreachable_scheduler_is_a_config_error(setting, tmp_path, monkeypatch)
     monkeypatch.setattr(shared_executors, "DASK_CONNECT_TIMEOUT", "1s")
     ds, mcfg, cfg = setting
     with pytest.raises(ConfigError, match="Dask scheduler"):
-        E.lds_ground_truth(ds, mcfg, cfg, n_subsets=2, ceiling_seeds=0, store=RunStore(tmp_path),
-                           scheduler="tcp://127.0.0.1:1")
+        E.lds_ground_truth(
+            ds, mcfg, cfg, n_subsets=2, ceiling_seeds=0, store=RunStore(tmp_path), scheduler="tcp://127.0.0.1:1"
+        )
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -241,9 +240,35 @@ def test_cli_evaluate(tmp_path, monkeypatch, capsys):
     ds = load_dataset("moons", n_samples=120, noise=0.2)
     path = tmp_path / "scores.npy"
     np.save(path, np.random.default_rng(0).normal(size=(ds.n_test, ds.n_train)).astype(np.float32))
-    argv = ["evaluate", "--train", "moons", "--n-samples", "120", "--noise", "0.2", "--scores", str(path),
-            "--hidden", "8", "--epochs", "2", "--batch-size", "16", "--subsets", "3", "--jobs", "1",
-            "--loo", "--loo-k", "2", "--loo-seeds", "0", "1", "--json", str(tmp_path / "r.json")]
+    argv = [
+        "evaluate",
+        "--train",
+        "moons",
+        "--n-samples",
+        "120",
+        "--noise",
+        "0.2",
+        "--scores",
+        str(path),
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--subsets",
+        "3",
+        "--jobs",
+        "1",
+        "--loo",
+        "--loo-k",
+        "2",
+        "--loo-seeds",
+        "0",
+        "1",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "LDS" in out and "ceiling" in out and "LOO" in out
@@ -253,17 +278,31 @@ def test_cli_evaluate(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     i = argv.index("--scores") + 1
-    assert main([*argv[:i], str(Path(tmp_path / "missing.npy")), *argv[i + 1:]]) == 2
+    assert main([*argv[:i], str(Path(tmp_path / "missing.npy")), *argv[i + 1 :]]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_bench_small_end_to_end(tmp_path):
     from attrcore.evaluation.bench import run_bench
 
-    doc = run_bench("digits-mlp", out_dir=tmp_path, name="t", n_subsets=4, epochs=1, horizons=(0,),
-                    stationary_horizons=(), ensemble=1, trak_models=(1,), trak_proj_dims=(32,),
-                    loo_k=3, loo_seeds=(0, 1), n_queries=10, n_jobs=1, store=RunStore(tmp_path / "s"),
-                    methods=("forward-only", "trak", "if-explicit", "tracin", "grad-dot", "random"))
+    doc = run_bench(
+        "digits-mlp",
+        out_dir=tmp_path,
+        name="t",
+        n_subsets=4,
+        epochs=1,
+        horizons=(0,),
+        stationary_horizons=(),
+        ensemble=1,
+        trak_models=(1,),
+        trak_proj_dims=(32,),
+        loo_k=3,
+        loo_seeds=(0, 1),
+        n_queries=10,
+        n_jobs=1,
+        store=RunStore(tmp_path / "s"),
+        methods=("forward-only", "trak", "if-explicit", "tracin", "grad-dot", "random"),
+    )
     methods = {r["method"] for r in doc["rows"]}
     assert methods == {"forward-only", "trak", "if-explicit", "tracin", "grad-dot", "random"}
     assert (tmp_path / "t.md").is_file() and (tmp_path / "t.json").is_file()

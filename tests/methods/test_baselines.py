@@ -33,6 +33,7 @@ def tiny():
 
 def per_sample_grads(mlp, theta, X, y, kind):
     """The obvious reference: torch.func.grad of the measurement, vmapped over examples."""
+
     def f(t, x, label):
         z = mlp.forward(t, x.unsqueeze(0))[0]
         is_y = torch.arange(z.shape[0]) == label  # (one_hot does not vmap)
@@ -48,6 +49,7 @@ def per_sample_grads(mlp, theta, X, y, kind):
 
 def objective_hessian(mlp, theta, X, y, wd):
     """Hessian of (1/n) Σ ℓ_i + (λ/2)‖θ‖² by torch.func (the oracle for the IF tests)."""
+
     def L(t):
         ce = torch.nn.functional.cross_entropy(mlp.forward(t, X), y)
         return ce + 0.5 * wd * (t * t).sum()
@@ -139,8 +141,14 @@ def test_grad_dot_and_tracin_formulas(tiny):
     want = torch.zeros(len(tiny["Xq"]), len(tiny["X"]), dtype=torch.float64)
     for e in epochs:  # 5 checkpoints (0..4), each standing for one epoch at lr 0.1
         t = out.checkpoints[e]
-        want -= cfg.lr / cfg.batch_size * (per_sample_grads(mlp, t, tiny["Xq"], tiny["yq"], "margin")
-                                           @ per_sample_grads(mlp, t, tiny["X"], tiny["y"], "loss").T)
+        want -= (
+            cfg.lr
+            / cfg.batch_size
+            * (
+                per_sample_grads(mlp, t, tiny["Xq"], tiny["yq"], "margin")
+                @ per_sample_grads(mlp, t, tiny["X"], tiny["y"], "loss").T
+            )
+        )
     assert epochs == [0, 1, 2, 3, 4]
     assert_close(tr.score(tiny["Xq"], tiny["yq"]), want.float())
 
@@ -255,10 +263,25 @@ def test_cli_attribute_with_baselines(tmp_path, monkeypatch, capsys):
     from attrcore.cli.main import main
 
     monkeypatch.setenv("ATTRCORE_HOME", str(tmp_path / "home"))
-    base = ["attribute", "--train", "moons", "--n-samples", "120", "--hidden", "8", "--epochs", "2",
-            "--batch-size", "16"]
-    for method, extra in [("grad-dot", []), ("if", ["--if-solver", "cg"]), ("tracin", []),
-                          ("trak", ["--ensemble", "2", "--proj-dim", "16"])]:
+    base = [
+        "attribute",
+        "--train",
+        "moons",
+        "--n-samples",
+        "120",
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+    ]
+    for method, extra in [
+        ("grad-dot", []),
+        ("if", ["--if-solver", "cg"]),
+        ("tracin", []),
+        ("trak", ["--ensemble", "2", "--proj-dim", "16"]),
+    ]:
         out = tmp_path / f"{method}.npy"
         assert main([*base, "--method", method, *extra, "--out", str(out)]) == 0, method
         s = np.load(out)

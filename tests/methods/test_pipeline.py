@@ -80,8 +80,17 @@ def test_a_trained_run_is_a_forward_only_attributor_that_streams(moons, tmp_path
     ds, _mlp, cfg = moons
     run = fit(ds, hidden=(6,), train_config=cfg, simulation=SimulationConfig(horizon=3, rank=None), sources="class")
     src = Sources(run.sources_kind, run.source_index, run.source_names)
-    a, runs = M.pipeline.prepare("forward-only", run.mlp, ds.X_train, ds.y_train, cfg, trained=[run], sources=src,
-                                 measure="loss", options={"readout": "cd"})
+    a, runs = M.pipeline.prepare(
+        "forward-only",
+        run.mlp,
+        ds.X_train,
+        ds.y_train,
+        cfg,
+        trained=[run],
+        sources=src,
+        measure="loss",
+        options={"readout": "cd"},
+    )
     assert runs == [run]  # reused: nothing was trained
     top = a.top_k(ds.X_test, ds.y_test, k=1)
     expected = run.top_k(ds.X_test, ds.y_test, k=1, measure="loss", readout="cd")
@@ -91,8 +100,9 @@ def test_a_trained_run_is_a_forward_only_attributor_that_streams(moons, tmp_path
     run.score_to_npy(tmp_path / "run.npy", ds.X_test, ds.y_test, measure="loss", readout="cd")
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "run.npy"))
     torch.testing.assert_close(a.score(ds.X_test, ds.y_test), torch.as_tensor(np.load(tmp_path / "a.npy")))
-    two, _ = M.pipeline.prepare("forward-only", run.mlp, ds.X_train, ds.y_train, cfg, trained=[run, run], models=2,
-                                sources=src)
+    two, _ = M.pipeline.prepare(
+        "forward-only", run.mlp, ds.X_train, ds.y_train, cfg, trained=[run, run], models=2, sources=src
+    )
     with pytest.raises(ConfigError, match="one model"):
         two.top_k(ds.X_test, ds.y_test)
 
@@ -109,8 +119,23 @@ def test_cli_attribute_runs_forward_only_through_the_pipeline(monkeypatch, tmp_p
         return real(method, *args, **kwargs)
 
     monkeypatch.setattr(run_commands, "prepare", recording)
-    argv = ["attribute", "--train", "moons", "--n-samples", "80", "--epochs", "2", "--hidden", "8",
-            "--horizon", "2", "--run", "via-pipeline", "--out", str(tmp_path / "s.npy")]
+    argv = [
+        "attribute",
+        "--train",
+        "moons",
+        "--n-samples",
+        "80",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--horizon",
+        "2",
+        "--run",
+        "via-pipeline",
+        "--out",
+        str(tmp_path / "s.npy"),
+    ]
     assert main(argv) == 0
     [(method, trained)] = calls
     assert method == "forward-only" and len(trained) == 1 and trained[0].name == "via-pipeline"  # the saved run

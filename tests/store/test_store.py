@@ -38,9 +38,7 @@ def store(home: Path) -> RunStore:
     return RunStore()
 
 
-def make_config(
-    source: str = "digits", scheme: str = "trajectory", horizon: object = "full"
-) -> dict:
+def make_config(source: str = "digits", scheme: str = "trajectory", horizon: object = "full") -> dict:
     return {
         "data": {"source": source, "seed": 0},
         "train": {"epochs": 3, "lr": 0.1},
@@ -86,9 +84,7 @@ def assert_same_tensors(got: dict, want: dict) -> None:
 # ----------------------------------------------------------------------------- basics
 
 
-def test_default_home_follows_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_home_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATTRCORE_HOME", str(tmp_path / "h"))
     assert default_home() == tmp_path / "h"
     assert RunStore().home == tmp_path / "h"
@@ -189,9 +185,7 @@ def test_another_process_reads_the_run(store: RunStore, home: Path) -> None:
         "w": torch.arange(12, dtype=torch.float64).reshape(3, 4),
         "i": torch.arange(5),
     }
-    store.save_run(
-        "shared", config=make_config(), tensors=tensors, metrics={"test_accuracy": 0.5}
-    )
+    store.save_run("shared", config=make_config(), tensors=tensors, metrics={"test_accuracy": 0.5})
     code = textwrap.dedent(
         """
         from attrcore.store import RunStore
@@ -217,18 +211,14 @@ def test_another_process_reads_the_run(store: RunStore, home: Path) -> None:
 
 def test_refuses_to_overwrite(store: RunStore) -> None:
     store.save_run("r", config={"v": 1}, tensors={"a": torch.ones(2)})
-    with pytest.raises(
-        ConfigError, match="run 'r' exists; pick another name or pass overwrite=True"
-    ):
+    with pytest.raises(ConfigError, match="run 'r' exists; pick another name or pass overwrite=True"):
         store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(2)})
     assert store.load_run("r").config == {"v": 1}
     assert len(version_dirs(store.home, "r")) == 1
 
 
 def test_overwrite_replaces(store: RunStore) -> None:
-    store.save_run(
-        "r", config={"v": 1}, tensors={"a": torch.ones(2), "b": torch.ones(1)}
-    )
+    store.save_run("r", config={"v": 1}, tensors={"a": torch.ones(2), "b": torch.ones(1)})
     store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(3)}, overwrite=True)
     run = store.load_run("r")
     assert run.config == {"v": 2}
@@ -260,16 +250,12 @@ def test_ctrl_c_mid_save_keeps_previous_state(
     old = {"a": torch.arange(4.0)}
     if previous:
         store.save_run("r", config={"v": 1}, tensors=old, metrics={"m": 1.0})
-    store.put_artifact(
-        "unit", {"i": 0}, {"x": np.ones(2)}
-    )  # an unrelated artifact survives too
+    store.put_artifact("unit", {"i": 0}, {"x": np.ones(2)})  # an unrelated artifact survives too
     fake = _upsert_then_interrupt if crash_in == "_upsert_run" else _interrupt
     monkeypatch.setattr(store_mod, crash_in, fake)
 
     with pytest.raises(KeyboardInterrupt):
-        store.save_run(
-            "r", config={"v": 2}, tensors={"a": torch.zeros(9)}, overwrite=True
-        )
+        store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(9)}, overwrite=True)
     monkeypatch.undo()
 
     if previous:
@@ -277,9 +263,7 @@ def test_ctrl_c_mid_save_keeps_previous_state(
         assert run.config == {"v": 1} and run.metrics == {"m": 1.0}
         assert torch.equal(run.tensors["a"], old["a"])
         assert [i.name for i in store.list_runs()] == ["r"]
-        assert version_dirs(store.home, "r") == [
-            run.path
-        ]  # the half-written version was removed
+        assert version_dirs(store.home, "r") == [run.path]  # the half-written version was removed
     else:
         assert store.list_runs() == [] and not store.exists("r")
         with pytest.raises(RunNotFoundError):
@@ -289,9 +273,7 @@ def test_ctrl_c_mid_save_keeps_previous_state(
     assert store.gc(grace_seconds=0) == []
 
 
-def test_ctrl_c_just_after_commit_keeps_the_new_run(
-    store: RunStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ctrl_c_just_after_commit_keeps_the_new_run(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.save_run("r", config={"v": 1}, tensors={"a": torch.ones(1)})
     real = RunStore._transaction
 
@@ -303,9 +285,7 @@ def test_ctrl_c_just_after_commit_keeps_the_new_run(
 
     monkeypatch.setattr(RunStore, "_transaction", commit_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        store.save_run(
-            "r", config={"v": 2}, tensors={"a": torch.zeros(1)}, overwrite=True
-        )
+        store.save_run("r", config={"v": 2}, tensors={"a": torch.zeros(1)}, overwrite=True)
     monkeypatch.undo()
     run = store.load_run("r")  # the commit landed, so its files must still be there
     assert run.config == {"v": 2} and torch.equal(run.tensors["a"], torch.zeros(1))
@@ -332,9 +312,7 @@ s.RunStore().save_run({name!r}, config={{"v": 2}}, tensors={{"a": torch.zeros(9)
 """
 
 
-def test_hard_crash_leaves_an_orphan_that_gc_removes(
-    store: RunStore, home: Path
-) -> None:
+def test_hard_crash_leaves_an_orphan_that_gc_removes(store: RunStore, home: Path) -> None:
     store.save_run("kept", config={"v": 1}, tensors={"a": torch.arange(3.0)})
     env = {**os.environ, "ATTRCORE_HOME": str(home), "PYTHONPATH": str(REPO)}
     crashes = [  # (run, function replaced, replacement); both processes run at once
@@ -390,9 +368,7 @@ def test_gc_leaves_live_versions_and_foreign_files(store: RunStore) -> None:
 # ----------------------------------------------------------------------------- names and lookup
 
 
-@pytest.mark.parametrize(
-    "bad", ["", ".hidden", "a b", "a/b", "..", "x" * 101, "naïve", "a\\b", 3, None]
-)
+@pytest.mark.parametrize("bad", ["", ".hidden", "a b", "a/b", "..", "x" * 101, "naïve", "a\\b", 3, None])
 def test_bad_names_rejected(store: RunStore, bad: object) -> None:
     with pytest.raises(ConfigError, match="letters, digits, '-', '_'"):
         store.save_run(bad, config={}, tensors={})  # type: ignore[arg-type]
@@ -464,9 +440,7 @@ def test_list_newest_first_and_filters(store: RunStore) -> None:
     assert [i.name for i in store.list_runs(name_contains="DIG")] == ["old-digits"]
     assert store.list_runs(dataset="digits", scheme="stationary") == []
     info = store.list_runs(name_contains="old")[0]
-    assert info.metrics == {"test_accuracy": 0.9} and info.timings == {
-        "train_seconds": 2.0
-    }
+    assert info.metrics == {"test_accuracy": 0.9} and info.timings == {"train_seconds": 2.0}
     assert info.config == make_config("digits", "trajectory", "full")
 
 
@@ -483,9 +457,7 @@ def test_runs_table(store: RunStore) -> None:
     assert table.loc["csv-stationary", "n_sources"] == 7  # from the responses tensor
     assert table.loc["old-digits", "test_accuracy"] == 0.9
     assert table.loc["old-digits", "train_seconds"] == 2.0
-    assert pd.isna(table.loc["bare", "scheme"]) and pd.isna(
-        table.loc["bare", "test_accuracy"]
-    )
+    assert pd.isna(table.loc["bare", "scheme"]) and pd.isna(table.loc["bare", "test_accuracy"])
     assert table.loc["bare", "MB"] == pytest.approx(1.0, abs=0.01)  # 250k float32
     assert isinstance(table.loc["bare", "created"], pd.Timestamp)
     assert list(store.runs_table(scheme="stationary")["name"]) == ["csv-stationary"]
@@ -529,9 +501,7 @@ def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
     def worker(t: int) -> None:
         try:
             for j in range(5):
-                store.update_run(
-                    "r", metrics={f"t{t}_{j}": float(j)}
-                )  # one shared store
+                store.update_run("r", metrics={f"t{t}_{j}": float(j)})  # one shared store
         except BaseException as err:  # noqa: BLE001 - re-raised in the main thread below
             errors.append(err)
 
@@ -553,12 +523,8 @@ def _child_after_fork(store: RunStore) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
 def test_store_used_across_fork(store: RunStore) -> None:
-    store.save_run(
-        "r", config={}, tensors={"a": torch.arange(3.0)}
-    )  # opens a connection
-    child = multiprocessing.get_context("fork").Process(
-        target=_child_after_fork, args=(store,)
-    )
+    store.save_run("r", config={}, tensors={"a": torch.arange(3.0)})  # opens a connection
+    child = multiprocessing.get_context("fork").Process(target=_child_after_fork, args=(store,))
     child.start()
     child.join(timeout=120)
     assert child.exitcode == 0
@@ -579,11 +545,7 @@ def test_rename_delete_exists(store: RunStore) -> None:
     info = store.rename_run("a", "c")
     assert info.name == "c" and not store.exists("a") and store.exists("c")
     run = store.load_run("c")
-    assert (
-        run.name == "c"
-        and run.config == {"v": 1}
-        and torch.equal(run.tensors["w"], torch.arange(3))
-    )
+    assert run.name == "c" and run.config == {"v": 1} and torch.equal(run.tensors["w"], torch.arange(3))
     assert not (store.home / "runs" / "a").exists()
 
     store.delete_run("c")
@@ -607,9 +569,7 @@ def test_artifact_round_trip(store: RunStore) -> None:
         "torch": torch.arange(4, dtype=torch.float64),
     }
     store.put_artifact("ground-truth", key, arrays, meta={"seconds": 0.25})
-    art = store.get_artifact(
-        "ground-truth", {"measure": "loss", "unit": 3, "run": "r"}
-    )  # any key order
+    art = store.get_artifact("ground-truth", {"measure": "loss", "unit": 3, "run": "r"})  # any key order
     assert art is not None and art.key == key and art.meta == {"seconds": 0.25}
     assert all(isinstance(a, np.ndarray) for a in art.arrays.values())
     np.testing.assert_array_equal(art.arrays["f32"], arrays["f32"])
@@ -639,9 +599,7 @@ def test_artifact_overwrite_and_coexisting_keys(store: RunStore) -> None:
     listed = store.list_artifacts("gt")
     assert sorted(a["key"]["unit"] for a in listed) == [0, 1]
     assert {"key", "fingerprint", "meta", "created_at", "nbytes"} <= set(listed[0])
-    assert (
-        len(list((store.home / "artifacts" / "gt").iterdir())) == 2
-    )  # the replaced file is gone
+    assert len(list((store.home / "artifacts" / "gt").iterdir())) == 2  # the replaced file is gone
 
     assert store.delete_artifact("gt", {"unit": 0}) is True
     assert store.delete_artifact("gt", {"unit": 0}) is False
@@ -649,9 +607,7 @@ def test_artifact_overwrite_and_coexisting_keys(store: RunStore) -> None:
     assert [a["key"] for a in store.list_artifacts("gt")] == [{"unit": 1}]
 
 
-def test_artifact_crash_keeps_previous(
-    store: RunStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_artifact_crash_keeps_previous(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.put_artifact("gt", {"unit": 0}, {"x": np.zeros(3)})
     monkeypatch.setattr(store_mod, "_save_tensors", _interrupt)
     with pytest.raises(KeyboardInterrupt):
