@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -59,8 +60,20 @@ def speedup_bars(
                 textposition="outside",
             )
         )
-    for label, value in (targets or {}).items():
-        fig.add_hline(y=float(value), line_dash="dash", line_color="#7f7f7f", annotation_text=label)
     fig.update_yaxes(type="log", title="TRAK-10 ÷ method, per query")
+    for label, value in (targets or {}).items():
+        # the line is a shape (data units); its label an annotation, which on a log axis is
+        # placed in log10 units: y=value there put the axis up to 10^100 (seen on Cost)
+        fig.add_hline(y=float(value), line_dash="dash", line_color="#7f7f7f")
+        fig.add_annotation(
+            x=1,
+            xref="paper",
+            xanchor="right",
+            y=math.log10(float(value)),
+            yref="y",
+            yanchor="bottom",
+            text=label,
+            showarrow=False,
+        )
     fig.update_layout(barmode="group")
     return _layout(fig, title=title)

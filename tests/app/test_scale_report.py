@@ -75,3 +75,6 @@ def test_speedups_pair_rows_with_trak10_of_the_same_run_and_cell():
     assert [t.name for t in fig.data] == ["grouped-100"]
     assert fig.layout.yaxis.type == "log"
     assert fig.data[0].y == pytest.approx((100.0,))
+    # the target line at 100 and its label sit at 100 on the log axis (labels take log10 units)
+    assert [sh.y0 for sh in fig.layout.shapes] == [100.0]
+    assert [(a.text, a.y) for a in fig.layout.annotations if a.text == "100×"] == [("100×", pytest.approx(2.0))]
