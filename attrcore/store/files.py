@@ -192,6 +192,19 @@ def map_tensors(path: Path, keys: Sequence[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _wanted_keys(on_disk: set[str], order: Sequence[str], keys: Sequence[str] | None, run: str) -> list[str]:
+    """The keys to load (all, saved order first), refusing any the file does not hold."""
+    available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
+    wanted = available if keys is None else list(keys)
+    missing = [k for k in wanted if k not in available]
+    if missing:
+        raise ShapeError(
+            f"run {run!r} has no tensor {', '.join(map(repr, missing))}; "
+            f"it has {', '.join(map(repr, available)) or 'none'}."
+        )
+    return wanted
+
+
 def _load_tensors(
     path: Path,
     run: str,
@@ -202,37 +215,16 @@ def _load_tensors(
 ) -> Mapping[str, torch.Tensor]:
     """Tensors in the order they were saved (safetensors itself sorts them); those named in
     ``mmap`` (or all with ``True``) memory-mapped from the file instead of read into RAM."""
-    if mmap:
-        with safe_open(str(path), framework="pt") as f:
-            on_disk = set(f.keys())
-        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
-        wanted = available if keys is None else list(keys)
-        missing = [k for k in wanted if k not in available]
-        if missing:
-            raise ShapeError(
-                f"run {run!r} has no tensor {', '.join(map(repr, missing))}; "
-                f"it has {', '.join(map(repr, available)) or 'none'}."
-            )
-        mapped = set(wanted) if mmap is True else set(mmap) & set(wanted)
-        rest = [k for k in wanted if k not in mapped]
-        out = map_tensors(path, [k for k in wanted if k in mapped])
-        if rest:
-            with safe_open(str(path), framework="pt") as f:
-                out.update({k: f.get_tensor(k) for k in rest})
-        return {k: out[k] for k in wanted}
-    if keys is None and not lazy:
+    if not mmap and keys is None and not lazy:
         loaded = load_file(str(path))
         return {k: loaded[k] for k in order if k in loaded} | loaded
     with safe_open(str(path), framework="pt") as f:
-        on_disk = set(f.keys())
-        available = [k for k in order if k in on_disk] + sorted(on_disk.difference(order))
-        wanted = available if keys is None else list(keys)
-        missing = [k for k in wanted if k not in available]
-        if missing:
-            raise ShapeError(
-                f"run {run!r} has no tensor {', '.join(map(repr, missing))}; "
-                f"it has {', '.join(map(repr, available)) or 'none'}."
-            )
+        wanted = _wanted_keys(set(f.keys()), order, keys, run)
+        if mmap:
+            mapped = set(wanted) if mmap is True else set(mmap) & set(wanted)
+            out = map_tensors(path, [k for k in wanted if k in mapped])
+            out.update({k: f.get_tensor(k) for k in wanted if k not in mapped})
+            return {k: out[k] for k in wanted}
         if lazy:
             return LazyTensors(path, wanted, run)
         return {k: f.get_tensor(k) for k in wanted}
