@@ -38,12 +38,15 @@ from attrcore.engine.model import MLP  # noqa: E402
 from attrcore.engine.readout import score as readout_score  # noqa: E402
 from attrcore.engine.tangents import Tangents  # noqa: E402
 from attrcore.engine.train import train  # noqa: E402
-from attrcore.evaluation.bench import task_setup  # noqa: E402
-from attrcore.evaluation.ground_truth import lds_ground_truth  # noqa: E402
+from attrcore.evaluation.bench import (  # noqa: E402
+    LDS_PROTOCOLS,
+    fitted_trak,
+    lds_by_protocol,
+    protocol_ground_truths,
+    round_robin,
+    task_setup,
+)
 from attrcore.evaluation.metrics import summarize  # noqa: E402
-from attrcore.methods.registry import make_method  # noqa: E402
-
-PROTOCOLS = ("random-seed", "fixed-seed")
 
 
 def log(*a) -> None:
@@ -71,7 +74,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--timing-rounds", type=int, default=7, help="round-robin readout timing rounds (median)")
     ap.add_argument("--subsets", type=int, default=100)
     ap.add_argument("--queries", type=int, default=None, help="default: all (digits), 200 (mnist1d)")
-    ap.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    ap.add_argument("--protocols", nargs="*", default=list(LDS_PROTOCOLS), choices=list(LDS_PROTOCOLS))
     ap.add_argument("--trak-models", type=int, nargs="*", default=[1, 10])
     ap.add_argument("--trak-proj", type=int, default=512)
     ap.add_argument("--n-jobs", type=int, default=1, help="ground-truth workers (default 1: shared machine)")
@@ -93,25 +96,9 @@ def main(argv=None) -> dict:
     m, p = ds.n_train, mlp.n_params
     log(f"{task}: m = {m}, p = {p}, {nq} queries, horizon {horizon}")
 
-    gts, gt_seconds = {}, {}
-    for proto in args.protocols:
-        t0 = time.perf_counter()
-        gts[proto] = lds_ground_truth(
-            ds,
-            mcfg,
-            cfg,
-            n_subsets=args.subsets,
-            fraction=0.5,
-            queries=(Xq, yq),
-            vary_seed=(proto == "random-seed"),
-            n_jobs=args.n_jobs,
-        )
-        gt_seconds[proto] = time.perf_counter() - t0
-        log(f"ground truth {proto}: {gt_seconds[proto]:.0f} s ({gts[proto].n_trained} retrained)")
-
-    def lds_of(scores: torch.Tensor) -> dict:
-        s = scores.double().numpy()
-        return {proto: summarize(gt.score(s)) for proto, gt in gts.items()}
+    gts, gt_seconds = protocol_ground_truths(
+        ds, mcfg, cfg, (Xq, yq), args.protocols, args.subsets, n_jobs=args.n_jobs, log=log
+    )
 
     def readout(theta, responses) -> tuple[torch.Tensor, float, list[float]]:
         return median_time(lambda: readout_score(mlp, theta, responses, Xq_t, yq_t), args.repeats)
@@ -120,7 +107,7 @@ def main(argv=None) -> dict:
     timers: dict[str, object] = {}  # row method -> a call scoring every query (timed round-robin at the end)
 
     def add_row(row: dict, scores: torch.Tensor) -> dict:
-        row["lds"] = lds_of(scores)
+        row["lds"] = lds_by_protocol(gts, scores)
         rows.append(row)
         main_p = args.protocols[0]
         log(
@@ -201,16 +188,8 @@ def main(argv=None) -> dict:
     # ---- TRAK ---------------------------------------------------------------------------
     n_models = max(args.trak_models)
     runs = [train(mlp, X, y, replace(cfg, seed=cfg.seed + i)) for i in range(n_models)]
-    import warnings
-
-    for M in args.trak_models:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a = make_method("trak", mlp, runs[:M], cfg, proj_dim=args.trak_proj)
-            t0 = time.perf_counter()
-            a.fit(X, y)
-            setup = time.perf_counter() - t0
-            sc, sec, times = median_time(lambda a=a: torch.as_tensor(a.score(Xq, yq)), args.repeats)
+    for M, a, setup in fitted_trak(mlp, runs, cfg, X, y, args.trak_models, args.trak_proj):
+        sc, sec, times = median_time(lambda a=a: torch.as_tensor(a.score(Xq, yq)), args.repeats)
         add_row(
             {
                 "method": f"TRAK-{M}, proj {args.trak_proj}",
@@ -226,17 +205,13 @@ def main(argv=None) -> dict:
         timers[f"TRAK-{M}, proj {args.trak_proj}"] = lambda a=a: a.score(Xq, yq)
 
     # ---- timing: every readout in turn, so load changes hit all of them alike --------------
-    rounds: dict[str, list[float]] = {k: [] for k in timers}
-    for _ in range(args.timing_rounds):
-        for name, fn in timers.items():
-            t0 = time.perf_counter()
-            fn()
-            rounds[name].append(time.perf_counter() - t0)
+    rounds, cpu = round_robin(timers, args.timing_rounds)
     for r in rows:
         if rounds.get(r["method"]):
             r["seconds_per_query_first"] = r["seconds_per_query"]
             r["readout_seconds"] = rounds[r["method"]]
             r["seconds_per_query"] = statistics.median(rounds[r["method"]]) / nq
+            r["cpu_seconds_per_query"] = statistics.median(cpu[r["method"]]) / nq
     log(
         "round-robin timing: "
         + ", ".join(f"{k} {1000 * statistics.median(v) / nq:.4f} ms/q" for k, v in rounds.items())

@@ -35,7 +35,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,12 +57,15 @@ from attrcore.engine.query_compress import (  # noqa: E402
 from attrcore.engine.readout import score as readout_score  # noqa: E402
 from attrcore.engine.tangents import Tangents  # noqa: E402
 from attrcore.engine.train import train  # noqa: E402
-from attrcore.evaluation.bench import task_setup  # noqa: E402
-from attrcore.evaluation.ground_truth import lds_ground_truth  # noqa: E402
+from attrcore.evaluation.bench import (  # noqa: E402
+    LDS_PROTOCOLS,
+    fitted_trak,
+    lds_by_protocol,
+    protocol_ground_truths,
+    round_robin,
+    task_setup,
+)
 from attrcore.evaluation.metrics import summarize  # noqa: E402
-from attrcore.methods.registry import make_method  # noqa: E402
-
-PROTOCOLS = ("random-seed", "fixed-seed")
 
 
 def log(*a) -> None:
@@ -121,13 +123,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--dense-timing-rounds", type=int, default=3)
     ap.add_argument("--subsets", type=int, default=100)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    ap.add_argument("--protocols", nargs="*", default=list(LDS_PROTOCOLS), choices=list(LDS_PROTOCOLS))
     ap.add_argument("--trak-models", type=int, nargs="*", default=[1, 10])
     ap.add_argument("--trak-proj", type=int, default=512)
     ap.add_argument("--responses", default=None, help="cache file (.safetensors) of the dense responses")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--report-only", default=None, help="rewrite the Markdown report of this JSON (no run)")
     args = ap.parse_args(argv)
+    if args.report_only:
+        doc = json.loads(Path(args.report_only).read_text())
+        write(doc, Path(args.out))
+        return doc
     torch.set_num_threads(1)
     t_start = time.perf_counter()
 
@@ -149,31 +156,13 @@ def main(argv=None) -> dict:
     nq = len(yq)
     log(f"{task}: m = {m}, p = {p}, {nq} queries, simulation {sim.curvature} horizon {sim.horizon_label}")
 
-    gts, gt_seconds = {}, {}
-    for proto in args.protocols:
-        t0 = time.perf_counter()
-        gts[proto] = lds_ground_truth(
-            ds,
-            mcfg,
-            cfg,
-            n_subsets=args.subsets,
-            fraction=0.5,
-            queries=(Xq, yq),
-            vary_seed=(proto == "random-seed"),
-            n_jobs=1,
-        )
-        gt_seconds[proto] = time.perf_counter() - t0
-        log(f"ground truth {proto}: {gt_seconds[proto]:.0f} s ({gts[proto].n_trained} retrained)")
-
-    def lds_of(scores: torch.Tensor) -> dict:
-        s = scores.double().numpy()
-        return {proto: summarize(gt.score(s)) for proto, gt in gts.items()}
+    gts, gt_seconds = protocol_ground_truths(ds, mcfg, cfg, (Xq, yq), args.protocols, args.subsets, log=log)
 
     rows: list[dict] = []
     timers: dict[str, object] = {}
 
     def add(row: dict, scores: torch.Tensor, timer=None) -> dict:
-        row["lds"] = lds_of(scores)
+        row["lds"] = lds_by_protocol(gts, scores)
         rows.append(row)
         if timer is not None:
             timers[row["method"]] = timer
@@ -290,14 +279,7 @@ def main(argv=None) -> dict:
     # ---- TRAK ---------------------------------------------------------------------------------
     n_models = max(args.trak_models, default=0)
     runs = [train(mlp, ds.X_train, ds.y_train, replace(cfg, seed=cfg.seed + i)) for i in range(n_models)]
-    for M_ in args.trak_models:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a = make_method("trak", mlp, runs[:M_], cfg, proj_dim=args.trak_proj)
-            t0 = time.perf_counter()
-            a.fit(ds.X_train, ds.y_train)
-            setup = time.perf_counter() - t0
-            sc = torch.as_tensor(a.score(Xq, yq))
+    for M_, a, setup in fitted_trak(mlp, runs, cfg, ds.X_train, ds.y_train, args.trak_models, args.trak_proj):
         add(
             {
                 "method": f"TRAK-{M_}, proj {args.trak_proj}",
@@ -306,31 +288,25 @@ def main(argv=None) -> dict:
                 "setup_seconds": setup,
                 "bytes_per_source": a.state_bytes() / m,
             },
-            sc,
+            torch.as_tensor(a.score(Xq, yq)),
             lambda a=a: a.score(Xq, yq),
         )
 
     # ---- timing: every timed readout in turn (dense fewer rounds: it is slow) ------------------
-    rounds: dict[str, list[float]] = {k: [] for k in timers}
-    for fn in timers.values():
-        fn()  # warm-up
-    for i in range(args.timing_rounds):
-        for name, fn in timers.items():
-            if name == "dense" and i >= args.dense_timing_rounds:
-                continue
-            t0 = time.perf_counter()
-            fn()
-            rounds[name].append(time.perf_counter() - t0)
+    rounds, cpu = round_robin(timers, args.timing_rounds, {"dense": args.dense_timing_rounds})
     for r in rows:
         if rounds.get(r["method"]):
             r["readout_seconds"] = rounds[r["method"]]
             r["seconds_per_query"] = statistics.median(rounds[r["method"]]) / nq
+            r["readout_cpu_seconds"] = cpu[r["method"]]
+            r["cpu_seconds_per_query"] = statistics.median(cpu[r["method"]]) / nq
     trak = {r["models"]: r for r in rows if r["kind"] == "trak"}
     dense_row = rows[0]
     for r in rows:
         if "seconds_per_query" in r:
             for M_, t in trak.items():
                 r[f"time_vs_trak{M_}"] = r["seconds_per_query"] / t["seconds_per_query"]
+                r[f"cpu_vs_trak{M_}"] = r["cpu_seconds_per_query"] / t["cpu_seconds_per_query"]
         r["lds_minus_dense"] = {pr: r["lds"][pr]["mean"] - dense_row["lds"][pr]["mean"] for pr in gts}
     doc = {
         "task": task,
@@ -404,14 +380,16 @@ def write(doc: dict, out: Path) -> None:
             f"LDS ({pr}) against rank; dense {_f(dense['lds'][pr])}, "
             + ", ".join(f"TRAK-{r['models']} {_f(r['lds'][pr])}" for r in doc["rows"] if r["kind"] == "trak"),
             "",
-            "| rank | " + " | ".join(lab for _, lab in present) + " |",
-            "|---|" + "---|" * len(present),
+            "| rank | " + " | ".join(lab for _, lab in present) + " | query-aware: ‖M‖² kept |",
+            "|---|" + "---|" * (len(present) + 1),
         ]
         for rk in ranks:
             cells = []
             for k, _ in present:
                 row = next((r for r in doc["rows"] if r["kind"] == k and r["rank"] == rk), None)
                 cells.append(_f(row["lds"][pr]) if row else "–")
+            qa = next((r for r in doc["rows"] if r["kind"] == "query-aware" and r["rank"] == rk), None)
+            cells.append(f"{qa['captured']:.3f}" if qa and "captured" in qa else "–")
             lines.append(f"| {rk} | " + " | ".join(cells) + " |")
         lines.append("")
     head = [
@@ -420,6 +398,7 @@ def write(doc: dict, out: Path) -> None:
         f"− dense ({protos[0]})",
         "ms / query",
         *[f"× TRAK-{M} time" for M in traks],
+        *[f"× TRAK-{M} CPU" for M in traks],
         "bytes / source",
         "compress s",
     ]
@@ -428,6 +407,7 @@ def write(doc: dict, out: Path) -> None:
         cells = [r["method"], *[_f(r["lds"].get(p)) for p in protos], f"{r['lds_minus_dense'][protos[0]]:+.3f}"]
         cells.append(f"{1000 * r['seconds_per_query']:.3f}" if "seconds_per_query" in r else "–")
         cells += [f"{r[f'time_vs_trak{M}']:.3f}" if f"time_vs_trak{M}" in r else "–" for M in traks]
+        cells += [f"{r[f'cpu_vs_trak{M}']:.3f}" if f"cpu_vs_trak{M}" in r else "–" for M in traks]
         cells.append(f"{r.get('bytes_per_source', 0):,.0f}")
         cells.append(f"{r['extra_seconds']:.0f}" if "extra_seconds" in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -435,7 +415,8 @@ def write(doc: dict, out: Path) -> None:
         "",
         f"Command: `{doc['command']}`. LDS: mean ± s.e. over queries (Spearman per query). Time per query: "
         "all queries in one batch, every timed readout in turn over several rounds (median; the dense readout "
-        "fewer rounds), so the ratios to TRAK are from the same run. Only the query-aware (source) rows and "
+        "fewer rounds), so the ratios to TRAK are from the same run; 'CPU': the same rounds in this process's CPU "
+        "time, which waiting for a core on a loaded machine does not inflate. Only the query-aware (source) rows and "
         "the dense row are timed: every rank-r factorisation reads out alike (r JVPs + r·m). 'compress s': "
         "the factorisation's own time (query-aware: including M = G Δᵀ and its singular vectors, shared by "
         "all ranks).",

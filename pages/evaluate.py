@@ -182,12 +182,10 @@ else:
         "Train the same model with other horizons K (Train page, same settings, another K) to see "
         "LDS against K for your own runs here."
     )
-cdocs = sup.compress_docs(str(BENCH_DIR))
+cdocs = sup.rank_curve_docs(sup.compress_docs(str(BENCH_DIR)), run.config["data"].get("source", ""))
 if cdocs:
-    cdoc = next(
-        (d for d in cdocs if d.get("task") and d["task"].split("-")[0] in run.config["data"].get("source", "")),
-        cdocs[0],
-    )
+    labels = [sup.rank_curve_label(d) for d in cdocs]
+    cdoc = cdocs[labels.index(st.selectbox("Compression report", labels, key="eval_rank_doc"))]
     series, refs = sup.rank_curves(cdoc)
     sh.chart(
         plots.lds_against_rank(
@@ -196,8 +194,9 @@ if cdocs:
         "eval_rank_curve",
     )
     st.caption(
-        "From `benchmarks/compress_bench.py` (random-seed LDS): rank-r runs and truncations of the largest one, "
-        "against the dense responses and TRAK measured in the same run."
+        f"From `benchmarks/{cdoc['_file']}` (random-seed LDS; `compress_bench.py` or `query_compress_bench.py`): "
+        "every factorisation at each rank r, against the dense responses and TRAK measured in the same run. "
+        "Your run's task comes first in the list; the other reports are there to compare."
     )
 docs = sh.bench_docs(str(BENCH_DIR))
 if not docs:

@@ -21,7 +21,15 @@ Uploads live in :mod:`attrcore.data.uploads`.
 """
 
 from .baselines import BASELINE_KIND, BASELINES, baseline_scores, baselines_available, stored_baselines
-from .compression import compress_docs, compressed_variant, estimate_text, rank_curves, simulation_estimate
+from .compression import (
+    compress_docs,
+    compressed_variant,
+    estimate_text,
+    rank_curve_docs,
+    rank_curve_label,
+    rank_curves,
+    simulation_estimate,
+)
 from .cost import (
     COST_KIND,
     breakeven_queries,
@@ -173,6 +181,8 @@ __all__ = [
     "query_row",
     "query_scores",
     "rank_agreement",
+    "rank_curve_docs",
+    "rank_curve_label",
     "rank_curves",
     "removal_weights",
     "retrain",

@@ -6,7 +6,8 @@ variants of dense runs for Cost and Evaluate, and the compression benchmark's cu
 - :func:`compressed_variant` — a dense run's responses compressed by
   :func:`~attrcore.engine.compress.compress_dense` (the same model, Δ ≈ C Qᵀ);
 - :func:`compress_docs` / :func:`rank_curves` — ``benchmarks/compress-*.json`` as LDS-vs-rank
-  series with the dense and TRAK references.
+  series with the dense and TRAK references; :func:`rank_curve_docs` orders the reports
+  with a curve for a run (its own task first), :func:`rank_curve_label` names one.
 """
 
 from __future__ import annotations
@@ -155,10 +156,30 @@ def rank_curves(doc: dict, protocol: str | None = None) -> tuple[dict, dict]:
     return {k: tuple(map(list, zip(*sorted(p)))) for k, p in series.items()}, refs
 
 
+def rank_curve_docs(docs: list[dict], data_source: str = "") -> list[dict]:
+    """The reports of :func:`compress_docs` that have an LDS-vs-rank curve, the run's own task
+    first (its data source, e.g. ``"digits"``, starts the task name), then the longest curve."""
+
+    def key(doc: dict) -> tuple[bool, int]:
+        task = str(doc.get("task") or "")
+        own = bool(task) and bool(data_source) and task.split("-")[0] in data_source
+        longest = max((len(x) for x, _ in rank_curves(doc)[0].values()), default=0)
+        return (not own, -longest)
+
+    return sorted((d for d in docs if rank_curves(d)[0]), key=key)
+
+
+def rank_curve_label(doc: dict) -> str:
+    """How the Evaluate page names a compression report: task, horizon and file."""
+    return f"{doc.get('task', '?')}, horizon {doc.get('horizon', '?')} ({doc.get('_file', '?')})"
+
+
 __all__ = [
     "compress_docs",
     "compressed_variant",
     "estimate_text",
+    "rank_curve_docs",
+    "rank_curve_label",
     "rank_curves",
     "simulation_estimate",
 ]

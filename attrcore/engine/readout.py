@@ -147,7 +147,10 @@ def iter_scores(
     queries) per chunk; returning ``False`` stops with :class:`CancelledError`.
     """
     X, y, stack = _prepare(mlp, theta, responses, X, y, readout, "mlp")
-    yield from _chunks(mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress)
+    for start, stop, chunk in _chunks(
+        mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress
+    ):
+        yield start, stop, chunk.contiguous()
 
 
 @dataclass(frozen=True)
@@ -342,8 +345,9 @@ def _prepare(mlp, theta, responses, X, y, readout, backend):
 def _chunks(
     mlp, theta, stack, X, y, measure, readout, target_class, eps, memory_budget_mb, progress, out_dtype=RESULT_DTYPE
 ):
-    """``(start, stop, scores [q, m])`` per query chunk; compressed responses are read out
-    as r directions per query and expanded by ``Cᵀ`` chunk by chunk."""
+    """``(start, stop, scores [q, m])`` per query chunk (a transposed view: consumers copy it
+    once); compressed responses are read out as r directions per query and expanded by
+    ``C`` chunk by chunk."""
 
     if not memory_budget_mb > 0:
         raise ConfigError(f"memory budget must be > 0 MB, got {memory_budget_mb}.")
@@ -354,15 +358,18 @@ def _chunks(
     Q, m = X.shape[0], len(stack)
     width = m + (len(kernel_stack) if compressed else 0)
     step = queries_per_chunk(mlp, width, theta.element_size(), budget)
+    # C's product comes out as [m, q]: C @ Jᵀ with the kernel's [r, q] is a plain GEMM (about
+    # twice as fast here as Jᵀ's transpose times Cᵀ); callers copy the transposed view once.
+    C = stack.C.to(work) if compressed else None
+    kernel = _score_jvp if readout == "jvp" else _score_cd
     for start in range(0, Q, step):
         stop = min(Q, start + step)
         Xc, yc = X[start:stop], None if y is None else y[start:stop]
         if readout == "jvp":
-            chunk = _score_jvp(mlp, theta, kernel_stack, Xc, yc, measure, target_class, budget, work)
+            block = kernel(mlp, theta, kernel_stack, Xc, yc, measure, target_class, budget, work)
         else:
-            chunk = _score_cd(mlp, theta, kernel_stack, Xc, yc, measure, target_class, eps, budget, work)
-        if compressed:
-            chunk = (chunk @ stack.C.to(work).T).to(out_dtype)
+            block = kernel(mlp, theta, kernel_stack, Xc, yc, measure, target_class, eps, budget, work)
+        chunk = (C @ block).to(out_dtype).T if compressed else block.T  # [q, m], a transposed view
         yield start, stop, chunk
         if progress is not None and progress(Progress("score", stop, Q)) is False:
             raise CancelledError("scoring was cancelled; nothing was written.")
@@ -463,6 +470,17 @@ def _self_rows(source_index, n: int, m: int) -> Tensor | None:
 
 
 def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget, out_dtype=torch.float32) -> Tensor:
+    """Scores ``[m, Q]`` (sources × queries): every row of ``stack`` pushed forward as a
+    tangent through the network, batched over sources and queries, and read by ∂f/∂logits.
+
+    The last layer is linear in its input, so its input tangent u is read directly instead of
+    being multiplied by W_L: ⟨g, dW_L a + db_L + W_L u⟩ = ⟨g, dW_L a + db_L⟩ + ⟨W_Lᵀ g, u⟩,
+    and with u = σ'(z) ⊙ rz the penultimate layer's tangent rz is read by h = σ'(z) ⊙ W_Lᵀ g
+    ``[d, Q]`` (one product per query batch, the JVP's last contraction in the cheaper
+    matrix-chain order; no parameter gradient of a query is ever formed). Those two layers'
+    biases are read by a small GEMM ``[S, o] @ [o, Q]`` instead of being broadcast into the
+    tangents. Only the layers below the penultimate carry their tangents forward.
+    """
     dtype = theta.dtype
     cache = mlp.forward_cache(theta, X)
     g_T = measure_dlogits(cache.logits, y, measure, target_class).T.contiguous()  # [C, Q]
@@ -470,23 +488,37 @@ def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget,
     d1_T = [d.T.contiguous() for d in cache.d1]
     layers = mlp.unflatten(theta)
     m, Q, L = len(stack), X.shape[0], mlp.n_layers
+    # what reads each layer's output tangent [o, Q]: g for the logits, h for the penultimate
+    reads: list[Tensor | None] = [None] * L
+    reads[-1] = g_T
+    if L > 1:
+        reads[-2] = (layers[-1][0].T @ g_T).mul_(d1_T[-1])
     out = torch.empty(m, Q, dtype=out_dtype)
     step = _sources_per_chunk(mlp, Q, theta.element_size(), budget, 2)
     for s in range(0, m, step):
         sl = slice(s, min(m, s + step))
         S = sl.stop - sl.start
         ra = None  # tangent of the current layer's input, [S, d_in, Q]
+        acc = None  # the scores so far, [S, Q]
         for layer, (W, _b) in enumerate(layers):
             o, i = W.shape
             dW = stack.W[layer][sl].to(dtype).reshape(S * o, i)
-            bias = stack.b[layer][sl].to(dtype).reshape(S * o, 1)
-            rz = torch.addmm(bias, dW, acts_T[layer]).view(S, o, Q)  # the bias in the GEMM's epilogue
+            db = stack.b[layer][sl].to(dtype)
+            read = reads[layer]
+            if read is None:  # a layer below the penultimate: carry its tangent forward
+                rz = torch.addmm(db.reshape(S * o, 1), dW, acts_T[layer]).view(S, o, Q)
+                if ra is not None:
+                    rz += torch.matmul(W, ra)
+                ra = rz.mul_(d1_T[layer])  # in place: one memory pass fewer
+                continue
+            rz = torch.mm(dW, acts_T[layer]).view(S, o, Q)
             if ra is not None:
                 rz += torch.matmul(W, ra)
-            ra = rz.mul_(d1_T[layer]) if layer < L - 1 else rz  # in place: one memory pass fewer
-        # df = Σ_c ∂f/∂z_c · dz_c  (the last step of the JVP through f)
-        out[sl] = (ra * g_T).sum(1)
-    return out.T.contiguous()
+            part = rz.mul_(read).sum(1).addmm_(db, read)  # Σ_o read_o · (dW a + db + W u)_o
+            acc = part if acc is None else acc.add_(part)
+            ra = None  # read here: the last layer's input tangent is not formed
+        out[sl] = acc
+    return out
 
 
 def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, budget, out_dtype=torch.float32) -> Tensor:
@@ -521,7 +553,7 @@ def _score_cd(mlp, theta, stack: Tangents, X, y, measure, target_class, eps, bud
         # zs: logits [S, C, Q] at θ ± εΔ
         f = [measure_fn(z.transpose(1, 2), y, measure, target_class) for z in zs]
         out[sl] = ((f[0] - f[1]) / (2 * e.view(S, 1))).to(out_dtype)
-    return out.T.contiguous()
+    return out  # [m, Q]
 
 
 def _score_func(mlp, theta, flat: Tensor, X, y, measure, readout, target_class, eps) -> Tensor:

@@ -53,12 +53,22 @@ from ..engine.model import MLP, MLPConfig
 from ..engine.train import Progress, ProgressFn, train
 from ..errors import CancelledError, ConfigError
 from ..methods.pipeline import attribute
-from ..methods.registry import resolve_method
+from ..methods.registry import make_method, resolve_method
 from ..methods.tracin import tracin_checkpoint_epochs
 from .ground_truth import lds_ground_truth, loo_ground_truth
 from .metrics import summarize
 
-__all__ = ["TASKS", "run_bench", "task_setup", "write_report"]
+__all__ = [
+    "LDS_PROTOCOLS",
+    "TASKS",
+    "fitted_trak",
+    "lds_by_protocol",
+    "protocol_ground_truths",
+    "round_robin",
+    "run_bench",
+    "task_setup",
+    "write_report",
+]
 
 
 def _digits() -> dict:
@@ -587,3 +597,77 @@ def write_report(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     ]
     mpath.write_text("\n".join(lines))
     return jpath, mpath
+
+
+# ----------------------------------------------------------------------------- pieces the benchmark scripts share
+
+LDS_PROTOCOLS = ("random-seed", "fixed-seed")  # random-seed first: a different training seed per subset
+
+
+def protocol_ground_truths(
+    ds,
+    mcfg: MLPConfig,
+    cfg: TrainConfig,
+    queries,
+    protocols=LDS_PROTOCOLS,
+    n_subsets: int = 100,
+    n_jobs: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict, dict]:
+    """``({protocol: LDS ground truth}, {protocol: seconds})`` for ``queries (X, y)``: 100
+    subsets at α = 0.5 by default, stored in the run store and reused by a rerun."""
+    gts, seconds = {}, {}
+    for proto in protocols:
+        gts[proto], seconds[proto] = _timed(
+            lambda p=proto: lds_ground_truth(
+                ds,
+                mcfg,
+                cfg,
+                n_subsets=n_subsets,
+                fraction=0.5,
+                queries=queries,
+                vary_seed=(p == "random-seed"),
+                n_jobs=n_jobs,
+            )
+        )
+        if log is not None:
+            log(f"ground truth {proto}: {seconds[proto]:.0f} s ({gts[proto].n_trained} retrained)")
+    return gts, seconds
+
+
+def lds_by_protocol(gts: dict, scores: torch.Tensor) -> dict:
+    """``{protocol: summary of the per-query LDS}`` of ``scores [Q, m]``."""
+    s = scores.double().numpy()
+    return {proto: summarize(gt.score(s)) for proto, gt in gts.items()}
+
+
+def fitted_trak(mlp: MLP, runs: list, cfg: TrainConfig, X, y, models, proj_dim: int = 512):
+    """Yield ``(M, attributor, setup seconds)``: the official ``traker`` on the first M of
+    ``runs`` for each M in ``models``, fitted on ``(X, y)`` (its warnings silenced)."""
+    for M in models:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = make_method("trak", mlp, runs[:M], cfg, proj_dim=proj_dim)
+            _, setup = _timed(lambda a=a: a.fit(X, y))
+        yield M, a, setup
+
+
+def round_robin(
+    timers: dict[str, Callable[[], object]], rounds: int, max_rounds: dict[str, int] | None = None
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every call once per round, in turn, so that the load of a shared machine hits all
+    alike: ``({name: wall seconds per round}, {name: CPU seconds of this process per round})``
+    after one warm-up call each. ``max_rounds`` caps a slow call's rounds."""
+    for fn in timers.values():
+        fn()
+    wall: dict[str, list[float]] = {k: [] for k in timers}
+    cpu: dict[str, list[float]] = {k: [] for k in timers}
+    for i in range(rounds):
+        for name, fn in timers.items():
+            if max_rounds is not None and i >= max_rounds.get(name, rounds):
+                continue
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu

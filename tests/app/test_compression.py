@@ -110,3 +110,26 @@ def test_rank_curves_read_the_query_aware_report_first(tmp_path):
     series, refs = sup.rank_curves(docs[0])
     assert series == {"query-aware": ([32, 64], [0.1, 0.2]), "svd of Δ": ([32], [0.05])}
     assert refs == {"dense": 0.4, "TRAK-10, proj 512": 0.27}
+
+
+def test_rank_curve_docs_put_the_runs_task_first_then_the_longest_curve(tmp_path):
+    lds = lambda v: {"random-seed": {"mean": v, "sem": 0.01, "n": 10}}  # noqa: E731
+
+    def report(name, task, ranks):
+        rows = [{"method": "dense", "kind": "dense", "lds": lds(0.4)}]
+        rows += [{"method": f"query-aware r={r}", "kind": "query-aware", "rank": r, "lds": lds(0.1)} for r in ranks]
+        (tmp_path / name).write_text(json.dumps({"task": task, "horizon": "4", "rows": rows}))
+
+    report("query-compress-mnist1d-mlp-a.json", "mnist1d-mlp", [256, 384])
+    report("query-compress-mnist1d-mlp-b.json", "mnist1d-mlp", [32, 64, 128])
+    report("query-compress-mnist1d-mlp-empty.json", "mnist1d-mlp", [])  # no curve: left out
+    report("compress-digits-mlp.json", "digits-mlp", [32, 64])
+    docs = sup.compress_docs(tmp_path)
+    order = lambda source: [d["_file"] for d in sup.rank_curve_docs(docs, source)]  # noqa: E731
+    assert order("digits") == [
+        "compress-digits-mlp.json",
+        "query-compress-mnist1d-mlp-b.json",
+        "query-compress-mnist1d-mlp-a.json",
+    ]
+    assert order("mnist1d")[:2] == ["query-compress-mnist1d-mlp-b.json", "query-compress-mnist1d-mlp-a.json"]
+    assert sup.rank_curve_label(docs[0]) == "mnist1d-mlp, horizon 4 (query-compress-mnist1d-mlp-a.json)"
