@@ -495,29 +495,35 @@ def _score_jvp(mlp, theta, stack: Tangents, X, y, measure, target_class, budget,
         reads[-2] = (layers[-1][0].T @ g_T).mul_(d1_T[-1])
     out = torch.empty(m, Q, dtype=out_dtype)
     step = _sources_per_chunk(mlp, Q, theta.element_size(), budget, 2)
+    # Two workspaces for a chunk's tangents (the carried one and the next), reused chunk after
+    # chunk: a fresh multi-MB block per layer and chunk is a fresh mapping whose pages fault in.
+    width = max(mlp.config.sizes[1:])
+    work = [torch.empty(min(step, m) * width * Q, dtype=dtype) for _ in range(2)]
+    acc = torch.empty(min(step, m), Q, dtype=dtype)  # the scores of a chunk so far
     for s in range(0, m, step):
         sl = slice(s, min(m, s + step))
         S = sl.stop - sl.start
         ra = None  # tangent of the current layer's input, [S, d_in, Q]
-        acc = None  # the scores so far, [S, Q]
+        acc_c = acc[:S].zero_()
         for layer, (W, _b) in enumerate(layers):
             o, i = W.shape
             dW = stack.W[layer][sl].to(dtype).reshape(S * o, i)
             db = stack.b[layer][sl].to(dtype)
+            buf = work[layer % 2][: S * o * Q].view(S * o, Q)
             read = reads[layer]
             if read is None:  # a layer below the penultimate: carry its tangent forward
-                rz = torch.addmm(db.reshape(S * o, 1), dW, acts_T[layer]).view(S, o, Q)
+                rz = torch.addmm(db.reshape(S * o, 1), dW, acts_T[layer], out=buf).view(S, o, Q)
                 if ra is not None:
-                    rz += torch.matmul(W, ra)
+                    rz.baddbmm_(W.expand(S, o, i), ra)
                 ra = rz.mul_(d1_T[layer])  # in place: one memory pass fewer
                 continue
-            rz = torch.mm(dW, acts_T[layer]).view(S, o, Q)
+            rz = torch.mm(dW, acts_T[layer], out=buf).view(S, o, Q)
             if ra is not None:
-                rz += torch.matmul(W, ra)
-            part = rz.mul_(read).sum(1).addmm_(db, read)  # Σ_o read_o · (dW a + db + W u)_o
-            acc = part if acc is None else acc.add_(part)
+                rz.baddbmm_(W.expand(S, o, i), ra)
+            acc_c += rz.mul_(read).sum(1)  # Σ_o read_o · (dW a + W u)_o
+            acc_c.addmm_(db, read)  # + Σ_o read_o · db_o
             ra = None  # read here: the last layer's input tangent is not formed
-        out[sl] = acc
+        out[sl] = acc_c
     return out
 
 
