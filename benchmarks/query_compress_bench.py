@@ -161,8 +161,18 @@ def main(argv=None) -> dict:
     rows: list[dict] = []
     timers: dict[str, object] = {}
 
+    dense_scores: list[torch.Tensor] = []  # the dense row's [Q, m], rows scaled to unit norm
+
     def add(row: dict, scores: torch.Tensor, timer=None) -> dict:
         row["lds"] = lds_by_protocol(gts, scores)
+        if row["kind"] != "trak":
+            # how much of the queries' own dense scores the factorisation keeps: 1 − ‖S_r − S‖² / ‖S‖²
+            # with every query's row of S scaled to unit norm (query-aware: S_r = S V_r V_rᵀ exactly)
+            s = scores.double()
+            norms = s.norm(dim=1, keepdim=True).clamp_min(1e-300) if not dense_scores else dense_scores[1]
+            if not dense_scores:
+                dense_scores.extend([s / norms, norms])
+            row["query_scores_kept"] = 1.0 - float(((s / norms - dense_scores[0]) ** 2).sum()) / s.shape[0]
         rows.append(row)
         if timer is not None:
             timers[row["method"]] = timer
@@ -380,8 +390,10 @@ def write(doc: dict, out: Path) -> None:
             f"LDS ({pr}) against rank; dense {_f(dense['lds'][pr])}, "
             + ", ".join(f"TRAK-{r['models']} {_f(r['lds'][pr])}" for r in doc["rows"] if r["kind"] == "trak"),
             "",
-            "| rank | " + " | ".join(lab for _, lab in present) + " | query-aware: ‖M‖² kept |",
-            "|---|" + "---|" * (len(present) + 1),
+            "| rank | "
+            + " | ".join(lab for _, lab in present)
+            + " | query-aware: ‖M‖² kept | query-aware: queries' ‖S‖² kept |",
+            "|---|" + "---|" * (len(present) + 2),
         ]
         for rk in ranks:
             cells = []
@@ -390,6 +402,7 @@ def write(doc: dict, out: Path) -> None:
                 cells.append(_f(row["lds"][pr]) if row else "–")
             qa = next((r for r in doc["rows"] if r["kind"] == "query-aware" and r["rank"] == rk), None)
             cells.append(f"{qa['captured']:.3f}" if qa and "captured" in qa else "–")
+            cells.append(f"{qa['query_scores_kept']:.3f}" if qa and "query_scores_kept" in qa else "–")
             lines.append(f"| {rk} | " + " | ".join(cells) + " |")
         lines.append("")
     head = [
@@ -419,7 +432,9 @@ def write(doc: dict, out: Path) -> None:
         "time, which waiting for a core on a loaded machine does not inflate. Only the query-aware (source) rows and "
         "the dense row are timed: every rank-r factorisation reads out alike (r JVPs + r·m). 'compress s': "
         "the factorisation's own time (query-aware: including M = G Δᵀ and its singular vectors, shared by "
-        "all ranks).",
+        "all ranks). '‖M‖² kept': the fraction of the training points' score matrix (rows normalised) that "
+        "rank r keeps; 'queries' ‖S‖² kept': 1 − ‖S_r − S‖²/‖S‖² for the evaluated queries' own scores against "
+        "the dense ones (each query's row scaled to unit norm).",
         "",
     ]
     (out / f"{name}.md").write_text("\n".join(lines))
