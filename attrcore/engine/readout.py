@@ -7,7 +7,10 @@ Interface: :func:`score` ``(mlp, theta, responses, X_q, y_q) -> [Q, m]``. Implem
   Δ_j is pushed forward through the network as a tangent of the activations, layer by
   layer, and contracted with ∂f/∂logits at the end. Batched over sources and queries:
   the first layer's tangents for all sources and queries are one GEMM
-  ``[m·d_1, d_0] @ [d_0, Q]``.
+  ``[m·d_1, d_0] @ [d_0, Q]``. The last layer is linear in its input, so the
+  penultimate layer's tangent is read by σ'(z) ⊙ W_Lᵀ ∂f/∂logits (``[d, Q]``, once per
+  query batch) instead of being pushed through W_L: the same numbers, the JVP's last
+  contraction taken in the cheaper order.
 - ``"cd"``: central difference [f(θ̂ + εΔ_j) − f(θ̂ − εΔ_j)] / 2ε with two perturbed
   forward passes per source, batched the same way; ε is scaled per source to
   ``eps · ‖θ̂‖ / ‖Δ_j‖``.
