@@ -26,6 +26,7 @@ from ..engine.measures import MEASURES
 from ..engine.model import ACTIVATIONS, MLPConfig
 from ..engine.readout import READOUTS
 from ..methods.registry import ALIASES, IF_SOLVERS, METHODS
+from ..run import fit
 from ..store.runstore import RunStore
 
 DEFAULT_DATA = DataConfig().source
@@ -275,6 +276,25 @@ def _progress_bar(total: int, desc: str):
         bar.refresh()
 
     return bar, cb
+
+
+def _fit(args, dataset, train_cfg, sim, **kwargs):
+    """Train ``dataset`` with the model flags of ``args`` under a progress bar
+    (``kwargs`` go to :func:`attrcore.run.fit`: ``executor``, ``simulation_reason``)."""
+    bar, cb = _progress_bar(train_cfg.epochs, "train")
+    try:
+        return fit(
+            dataset,
+            hidden=parse_hidden(args.hidden),
+            activation=args.activation,
+            train_config=train_cfg,
+            simulation=sim,
+            sources=args.sources,
+            progress=cb,
+            **kwargs,
+        )
+    finally:
+        bar.close()
 
 
 def _dataset(args):

@@ -30,8 +30,8 @@ from ..mislabel import compute_signals, detection_rows, finding, format_table, r
 from ..mislabel.fix import apply_marks, export, fix_top, retrain_with_marks
 from ..mislabel.marks import clear_marks, load_marks, marked_runs, marks_from_csv, marks_to_frame, set_marks
 from ..mislabel.signals import SIGNALS, parse_signals
-from ..run import TrainedRun, fit
-from .common import _configs, _progress_bar, _store, add_train_flags
+from ..run import TrainedRun
+from .common import _configs, _fit, _progress_bar, _store, add_train_flags
 
 __all__ = ["cmd_export", "cmd_marks", "cmd_mislabel", "cmd_relabel", "register"]
 
@@ -171,19 +171,7 @@ def cmd_mislabel(args):
         raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
     data = _noisy_dataset(args)
     train_cfg, sim = _configs(args)
-    bar, cb = _progress_bar(train_cfg.epochs, "train")
-    try:
-        run = fit(
-            data,
-            hidden=parse_hidden(args.hidden),
-            activation=args.activation,
-            train_config=train_cfg,
-            simulation=sim,
-            sources=args.sources,
-            progress=cb,
-        )
-    finally:
-        bar.close()
+    run = _fit(args, data, train_cfg, sim)
     if args.run:
         run.save(store, args.run, overwrite=args.overwrite)
     print(

@@ -21,9 +21,9 @@ from ..errors import ConfigError
 from ..executors import Executor
 from ..methods.forward_only import ForwardOnly
 from ..methods.pipeline import prepare
-from ..run import TrainedRun, fit
+from ..run import TrainedRun
 from .attribute import cli_attribute
-from .common import _chosen_simulation, _configs, _dataset, _print_top, _progress_bar, _queries, _store
+from .common import _chosen_simulation, _configs, _dataset, _fit, _print_top, _progress_bar, _queries, _store
 
 
 def _executor(args):
@@ -52,22 +52,10 @@ def cmd_train(args, keep: bool = False, before=None):
         before(dataset)
     if getattr(args, "dry_run", False):
         return _dry_run(args, dataset, train_cfg, sim)
-    bar, cb = _progress_bar(train_cfg.epochs, "train")
     executor = _executor(args)
     try:
-        run = fit(
-            dataset,
-            hidden=parse_hidden(args.hidden),
-            activation=args.activation,
-            train_config=train_cfg,
-            simulation=sim,
-            sources=args.sources,
-            progress=cb,
-            executor=executor,
-            simulation_reason=reason,
-        )
+        run = _fit(args, dataset, train_cfg, sim, executor=executor, simulation_reason=reason)
     finally:
-        bar.close()
         if executor is not None:
             executor.close()
     if "sharding" in run.metrics:

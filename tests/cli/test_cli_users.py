@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+import attrcore.cli.common as cli_common
 import attrcore.cli.run_commands as run_commands
 from attrcore.cli.main import main
 from attrcore.engine import readout
@@ -224,7 +225,7 @@ def test_a_run_without_a_test_split_says_where_queries_come_from(tmp_path, capsy
 
     attribute = ["attribute", *data, "--test-fraction", "0", *model, "--horizon", "0", "--out", tmp_path / "a.npy"]
     with monkeypatch.context() as patched:
-        patched.setattr(run_commands, "fit", no_training)
+        patched.setattr(cli_common, "fit", no_training)  # the one place the CLI trains
         code, _, err = cli(capsys, *attribute)
     assert code == 2 and "no test split" in err and "--test" in err, err
     assert RunStore().home == attrcore_home  # the temporary patches left the test's own store in place
