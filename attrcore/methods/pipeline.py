@@ -29,7 +29,7 @@ from .tracin import tracin_checkpoint_epochs
 
 @dataclass
 class Attribution:
-    """What :func:`attribute` returns (the attributor itself is closed)."""
+    """What :func:`attribute` returns (the attributor itself is closed unless ``keep``)."""
 
     method: str
     scores: Tensor  # [Q, m] float32, positive = proponent
@@ -38,6 +38,7 @@ class Attribution:
     seconds_per_query: float
     state_bytes: int
     meta: dict = field(default_factory=dict)
+    attributor: Attributor | None = None  # with ``attribute(..., keep=True)``: open; the caller closes it
 
 
 def _usable(method: str, run, first: bool) -> bool:
@@ -156,13 +157,15 @@ def attribute(
     options: dict | None = None,
     trained: Sequence = (),
     warmup: int = 0,
+    keep: bool = False,
     progress: ProgressFn | None = None,
 ) -> Attribution:
     """Scores ``[Q, m]`` of ``method`` for queries ``X_q`` on training data ``X``, ``y``.
 
     :func:`prepare` (train what the method needs, build, fit), then score. ``warmup > 0``
     scores the first ``warmup`` queries once before the timed call (so one-off costs are
-    not counted per query).
+    not counted per query). ``keep=True`` leaves the fitted attributor open in the result
+    (to time it again; the caller then calls :func:`close`).
     """
     method = resolve_method(method)
     a, runs = prepare(
@@ -193,7 +196,11 @@ def attribute(
             seconds_per_query=a.seconds_per_query,
             state_bytes=int(a.state_bytes()),
             meta=dict(a.meta),
+            attributor=a if keep else None,
         )
-    finally:
+    except BaseException:
+        close(a)
+        raise
+    if not keep:
         close(a)
     return result

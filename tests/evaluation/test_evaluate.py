@@ -311,3 +311,37 @@ def test_bench_small_end_to_end(tmp_path):
     default = [r for r in doc["rows"] if r["setting"].startswith("default: ")]
     assert len(default) == 1 and default[0]["curvature"] == "hessian" and default[0]["horizon"] == "16"
     assert "exact" in doc["default_simulation_reason"] and "Default simulation" in (tmp_path / "t.md").read_text()
+    # readout timed again round-robin (the first timing included), the median kept
+    for r in doc["rows"]:
+        rounds = r["seconds_per_query_rounds"]
+        assert r["timing_rounds"] == len(rounds) == 5
+        assert r["seconds_per_query"] == pytest.approx(float(np.median(rounds)))
+        assert r["train_seconds"] >= 0  # plain training = the whole call less the simulation
+    # the settings are the run's (not a method's options), the standard protocol first
+    assert doc["settings"]["lds_protocols"] == ("random-seed", "fixed-seed")
+    table = (tmp_path / "t.md").read_text()
+    assert table.index("LDS random-seed") < table.index("LDS fixed-seed")
+
+
+def test_round_robin_timing_takes_medians_caps_slow_methods_and_closes():
+    from attrcore.evaluation.bench import _time_round_robin
+
+    class Fake:
+        def __init__(self, seconds):
+            self.seconds, self.calls, self.closed = seconds, 0, False
+
+        def score(self, X, y):
+            self.calls += 1
+            return X
+
+        def close(self):
+            self.closed = True
+
+    fast, slow = Fake(0.0), Fake(0.0)
+    rows = [{"seconds_per_query": 0.5}, {"seconds_per_query": 100.0}]  # 4 queries: 2 s and 400 s a call
+    _time_round_robin(list(zip(rows, (fast, slow))), np.zeros((4, 2)), None, rounds=3, cap_seconds=60.0)
+    assert fast.calls == 3 and slow.calls == 0  # a warm-up and 2 rounds; the slow one keeps its single timing
+    assert rows[0]["timing_rounds"] == 3 and rows[1]["timing_rounds"] == 1
+    assert rows[0]["seconds_per_query"] == float(np.median(rows[0]["seconds_per_query_rounds"]))
+    assert rows[0]["seconds_per_query"] < 0.5 and rows[1]["seconds_per_query"] == 100.0
+    assert fast.closed and slow.closed
