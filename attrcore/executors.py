@@ -41,6 +41,11 @@ from .errors import AttrcoreError, ConfigError
 DASK_CONNECT_TIMEOUT = "20s"
 DASK_ALLOWED_FAILURES = 3  # worker deaths a task may cause before it is given up
 JOBLIB_RETRIES = 2  # fresh pools joblib may start after a worker died
+# an own LocalCluster left with no live worker this long (a nanny that failed to restart
+# its worker, e.g. a slow start on a loaded machine) gets a new worker
+DASK_WATCH_SECONDS = 5.0
+DASK_NO_WORKER_SECONDS = 20.0
+DASK_WORKER_START_SECONDS = 120.0  # how long a replacement may take to come up before another
 
 
 class ExecutionError(AttrcoreError):
@@ -62,6 +67,7 @@ class ExecutionReport:
     retried: dict[int, int] = field(default_factory=dict)
     address: str | None = None
     unknown: list[int] = field(default_factory=list)  # tasks whose retries the scheduler did not tell
+    replaced: int = 0  # workers started anew because a dead one did not come back
 
     @property
     def n_retried(self) -> int:
@@ -75,6 +81,7 @@ class ExecutionReport:
             "retried": {str(k): v for k, v in sorted(self.retried.items())},
             "address": self.address,
             "retries_unknown": list(self.unknown),
+            "replaced_workers": self.replaced,
         }
 
     def summary(self) -> str:
@@ -83,6 +90,8 @@ class ExecutionReport:
             s += f"; {self.n_retried} retried after a worker died: " + ", ".join(
                 f"task {k} ({v}×)" for k, v in sorted(self.retried.items())
             )
+        if self.replaced:
+            s += f"; {self.replaced} worker(s) that did not restart replaced"
         return s
 
 
@@ -182,11 +191,15 @@ class Executor:
         if self.engine == "dask":
             spec = getattr(self._cluster, "worker_spec", None)
             if spec:  # our LocalCluster: the workers it was asked for, even while one is (re)starting
-                return len(spec)
+                return len(spec) - self._replaced_workers()
             return max(1, len(self.client.scheduler_info().get("workers", {})))
         if self.engine == "joblib":
             return (os.cpu_count() or 1) if self.n_jobs == -1 else self.n_jobs
         return 1
+
+    def _replaced_workers(self) -> int:
+        report = getattr(self, "report", None)  # n_workers is asked while the report is made
+        return report.replaced if report is not None else 0
 
     @property
     def address(self) -> str | None:
@@ -250,7 +263,7 @@ class Executor:
                 sent = [client.submit(_identity, x, pure=False) for x in shared]
                 futures = [client.submit(fn, item, *sent, pure=False) for item in items]
             index = {f.key: i for i, f in enumerate(futures)}
-            for fut in distributed.as_completed(futures):
+            for fut in self._as_completed(distributed, futures):
                 i = index[fut.key]
                 try:
                     out = fut.result()
@@ -269,6 +282,39 @@ class Executor:
         finally:
             if futures or sent:
                 client.cancel(futures + sent)
+
+    def _as_completed(self, distributed, futures):
+        """The futures as they finish; while waiting, an own cluster left without a live
+        worker for ``DASK_NO_WORKER_SECONDS`` is given a new one (the tasks would wait forever)."""
+        pending = list(futures)
+        no_worker_since = None
+        while pending:
+            try:
+                done, rest = distributed.wait(pending, timeout=DASK_WATCH_SECONDS, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                no_worker_since = self._watch_workers(no_worker_since)
+                continue
+            no_worker_since = None
+            pending = list(rest)
+            yield from done
+
+    def _watch_workers(self, since: float | None) -> float | None:
+        if self._cluster is None:  # someone else's scheduler: its workers are theirs to manage
+            return None
+        if self.client.scheduler_info().get("workers"):
+            return None
+        now = time.monotonic()
+        if since is None:
+            return now
+        if now - since < DASK_NO_WORKER_SECONDS:
+            return since
+        self._cluster.scale(len(self._cluster.worker_spec) + 1)
+        self.report.replaced += 1
+        try:  # a worker starts in seconds to a minute (more on a loaded machine): give it that
+            self.client.wait_for_workers(1, timeout=DASK_WORKER_START_SECONDS)
+        except TimeoutError:
+            pass  # still none: the next watch replaces it again
+        return None
 
     def _note_retries(self, key, i: int) -> None:
         """Worker deaths under task ``i``, from the scheduler (asked again if it is busy)."""

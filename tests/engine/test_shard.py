@@ -130,6 +130,34 @@ def test_shared_data_lost_with_its_worker_is_sent_again(tmp_path):
         assert "retried after a worker died" in single.report.summary()
 
 
+def test_a_worker_that_does_not_restart_is_replaced(tmp_path, monkeypatch):
+    """On a loaded machine a nanny can fail to restart its dead worker (a slow start past its
+    timeout): with no live worker the tasks would wait forever (a test of this file hung so).
+    The nanny is made never to restart; the executor must start a new worker and finish."""
+    import distributed.nanny
+
+    import attrcore.executors as executors
+
+    async def never_restart(self, exitcode):
+        return None
+
+    monkeypatch.setattr(distributed.nanny.Nanny, "_on_worker_exit", never_restart)
+    monkeypatch.setattr(executors, "DASK_WATCH_SECONDS", 0.5)
+    monkeypatch.setattr(executors, "DASK_NO_WORKER_SECONDS", 1.0)
+    marker = str(tmp_path / "died-once")
+
+    def task(item):
+        if item == 0 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return item * 10
+
+    with Executor.resolve(workers=1) as single:
+        assert dict(single.map_unordered(task, [0, 1, 2])) == {0: 0, 1: 10, 2: 20}
+        assert single.report.replaced >= 1  # (more than one if a replacement took over 2 min to start)
+        assert "did not restart replaced" in single.report.summary()
+
+
 def test_in_process_executor_is_not_sharded(problem):
     mlp, X, y, cfg = problem
     with Executor.resolve() as ex:
