@@ -65,6 +65,7 @@ METHODS = (
     "dense",
     "trak-1",
     "trak-10",
+    "trak-10-store",
     "dvemb",
 )
 
@@ -162,6 +163,127 @@ def _peak_mb() -> float:
     return max(own, kids) / 1024
 
 
+def store_timing_trak(mlp, thetas, X, y, proj_dim: int = 512):
+    """TRAK-10's per-query path through ``traker`` on a feature store of the right shape.
+
+    Model 0 is featurized for real (its n × 512 projected gradients and out-to-loss terms);
+    models 1…M−1 are registered with their own trained checkpoints, and their training
+    features are *model 0's, copied* instead of featurized (featurizing all M at p ≈ 1M or
+    n = 50,000 is 10 × TRAK-1's setup: ~1 h here). ``finalize_features`` then inverts every
+    model's kernel as usual, and scoring is traker's own path with every checkpoint: per
+    model ``start_scoring_checkpoint`` + ``score`` (the queries' per-sample gradients and
+    their projection), then ``finalize_scores`` over all M. None of that arithmetic depends
+    on the stored values, only on their shapes, so the time per query is TRAK-M's; the
+    M-model scores are not attributions (no LDS is taken of them). Scoring model 0 alone
+    (:func:`score_models` with ``[0]``) is a genuine TRAK-1.
+    """
+    import torch
+
+    from attrcore.methods.trak import TRAK
+
+    class StoreTimingTRAK(TRAK):
+        def _setup_traker(self, X, y, lam):
+            first, rest = self.thetas[:1], self.thetas[1:]
+            self.thetas = first
+            super()._setup_traker(X, y, lam)  # model 0: featurize + finalize (real)
+            self.thetas = [*first, *rest]
+            saver = self.traker.saver
+            saver.load_current_store(0)
+            grads, out_to_loss = np.array(saver.current_store["grads"]), np.array(saver.current_store["out_to_loss"])
+            for model_id, theta in enumerate(rest, start=1):
+                self.traker.load_checkpoint(self._state_dict(theta), model_id=model_id)
+                saver.load_current_store(model_id)
+                saver.current_store["grads"][:] = grads
+                saver.current_store["out_to_loss"][:] = out_to_loss
+                saver.current_store["is_featurized"][:] = 1
+                saver.serialize_current_model_id_metadata()
+            self.traker.finalize_features(model_ids=list(range(1, len(self.thetas))))
+            if self._projector.num_blocks == 1:  # finalize_features freed the sketch again
+                self._projector.generate_sketch_matrix(self._projector.generator_states[0])
+
+        def score_models(self, X_q, y_q, model_ids):
+            """traker's scoring of the queries against the listed models only (``[0]``: TRAK-1)."""
+            with self._quiet():
+                exp = f"q{self._n_exp}"
+                self._n_exp += 1
+                Xq, Q = X_q.to(torch.float32), X_q.shape[0]
+                for model_id in model_ids:
+                    self.traker.start_scoring_checkpoint(
+                        exp_name=exp,
+                        checkpoint=self._state_dict(self.thetas[model_id]),
+                        model_id=model_id,
+                        num_targets=Q,
+                    )
+                    for s in range(0, Q, self.batch_size):
+                        batch = (Xq[s : s + self.batch_size], y_q[s : s + self.batch_size])
+                        self.traker.score(batch=batch, num_samples=len(batch[1]))
+                scores = self.traker.finalize_scores(exp_name=exp, model_ids=list(model_ids))
+                return torch.from_numpy(np.array(scores, dtype=np.float64)).T.contiguous().float()  # as score()
+
+    return StoreTimingTRAK(mlp, thetas, proj_dim=proj_dim).fit(X, y)
+
+
+def group_factorisations(mlp, theta, R, X, y, Xq, yq, ranks, rounds, cap) -> list[dict]:
+    """The dense group responses ``R`` (m groups) factorised query-aware at each rank r < m.
+
+    The same factorisation as ``SimulationConfig(rank=r, compression="query-aware")`` with
+    groups (engine/query_compress.py: M = G Δᵀ over the n training points, rows normalised,
+    its top-r right singular vectors): M and its SVD are computed once (exact: m ≤ 1024, so
+    the leading r vectors are those of a rank-r call) and every rank is factorised from
+    them. A query then costs r JVPs instead of m. Returns one row per rank (without LDS).
+    """
+    import torch
+
+    from attrcore.engine.query_compress import compress_from_scores, top_right_singular, training_score_matrix
+    from attrcore.engine.readout import score as readout_score
+    from attrcore.engine.tangents import Tangents
+
+    R = R if isinstance(R, Tangents) else Tangents.from_flat(mlp, R)
+    t0 = time.perf_counter()
+    M = training_score_matrix(R, mlp, theta, X.to(theta.dtype), torch.as_tensor(y).long())
+    M = M / M.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    ranks = sorted(r for r in ranks if r < len(R))
+    if not ranks:
+        return []
+    V, s = top_right_singular(M, max(ranks))
+    shared = time.perf_counter() - t0
+    rows = []
+    for r in ranks:
+        t1 = time.perf_counter()
+        comp = compress_from_scores(R, M, r, singular=(V, s), info={"measure": "margin", "normalize": True})
+        factorise = shared + time.perf_counter() - t1
+
+        def readout(Xb, yb, comp=comp):
+            return readout_score(mlp, theta, comp, Xb.to(theta.dtype), yb, measure="margin")
+
+        scores, spq, times = _timed(readout, Xq, yq, rounds, cap)
+        rows.append(
+            {
+                "rank": r,
+                "factorise_seconds": factorise,
+                "captured": comp.info.get("captured"),
+                "bytes_per_source": comp.nbytes() / len(R),
+                "seconds_per_query": spq,
+                "round_seconds": times,
+                "scores": scores,
+            }
+        )
+    return rows
+
+
+def produced(cell: dict) -> list[str]:
+    """The methods (row names) a cell writes: a ``trak-10-store`` cell writes ``trak-10``
+    (its per-query time) and ``trak-1`` (model 0 alone); a grouped cell with ranks also
+    writes ``grouped-G-qa-rR`` per rank."""
+    method = cell["method"]
+    if method == "trak-10-store":
+        return ["trak-10", "trak-1"]
+    if method.startswith("grouped-"):
+        m = int(method.split("-")[1])
+        return [method, *(f"{method}-qa-r{r}" for r in cell.get("group_ranks", ()) if r < m)]
+    return [method]
+
+
 def run_cell(cell: dict) -> dict:
     import torch
 
@@ -182,7 +304,32 @@ def run_cell(cell: dict) -> dict:
     rounds, cap = cell.get("rounds", 5), cell.get("timing_cap_seconds", 120.0)
     groups = None
     t0 = time.perf_counter()
-    if method.startswith("trak"):
+    if method == "trak-10-store":
+        thetas = [train(mlp, X, y, TrainConfig(epochs=cell["epochs"], **{**TRAIN, "seed": s})).theta for s in range(10)]
+        att = store_timing_trak(mlp, thetas, torch.as_tensor(X), torch.as_tensor(y).long())
+        out["setup_seconds"] = time.perf_counter() - t0
+        out["m"] = n
+        out["method"] = "trak-10"
+        out["store_timing"] = True
+        out["scheme"] = "traker, 10 models, proj 512; per-query path, models 1-9 store model 0's features"
+        _, out["seconds_per_query"], out["round_seconds"] = _timed(
+            lambda a, b: att.score_models(a, b, range(10)), Xq, yq, rounds, cap
+        )
+        out["bytes_per_source"] = att.state_bytes() / n
+        scores, t1, times1 = _timed(lambda a, b: att.score_models(a, b, [0]), Xq, yq, rounds, cap)
+        out["derived"] = [
+            {
+                "method": "trak-1",
+                "scheme": "traker, 1 model, proj 512 (model 0 of the trak-10-store cell)",
+                "seconds_per_query": t1,
+                "round_seconds": times1,
+                "bytes_per_source": att.state_bytes() / n - 9 * (2 * 512 + 1) * 4,  # one model's store
+                "scores": scores,
+            }
+        ]
+        att.close()
+        scores = None  # the 10-model scores are not attributions (model 0's features copied)
+    elif method.startswith("trak"):
         from attrcore.methods.trak import TRAK
 
         models = int(method.split("-")[1])
@@ -228,11 +375,34 @@ def run_cell(cell: dict) -> dict:
             return readout_score(mlp, res.theta, R, Xb.to(res.theta.dtype), yb, measure="margin")
 
         scores, out["seconds_per_query"], out["round_seconds"] = _timed(readout, Xq, yq, rounds, cap)
+        if groups is not None and cell.get("group_ranks"):
+            derived = group_factorisations(
+                mlp, res.theta, R, torch.as_tensor(X), y, Xq, yq, cell["group_ranks"], rounds, cap
+            )
+            for d in derived:
+                d["method"] = f"{method}-qa-r{d['rank']}"
+                d["scheme"] = f"{out['scheme']} + query-aware r = {d['rank']}"
+                d["simulate_seconds"] = out["simulate_seconds"] + d["factorise_seconds"]
+                d["setup_seconds"] = out["setup_seconds"] + d["factorise_seconds"]
+            out["derived"] = derived
     out["wall_seconds"] = time.perf_counter() - t0
     out["peak_mb"] = _peak_mb()
+    for d in out.get("derived", []):
+        d.setdefault("m", out["m"])
+        d["peak_mb"] = out["peak_mb"]
+        for k in ("setup_seconds", "simulate_seconds", "train_seconds"):
+            d.setdefault(k, out.get(k))
     if cell.get("lds"):
-        scores = torch.as_tensor(scores).double().numpy()
-        out["lds"] = lds_of(cell, ds, mlp, cfg, Xq.numpy(), yq.numpy(), scores, groups)
+
+        def judge(S) -> dict:
+            return lds_of(cell, ds, mlp, cfg, Xq.numpy(), yq.numpy(), torch.as_tensor(S).double().numpy(), groups)
+
+        if scores is not None:
+            out["lds"] = judge(scores)
+        for d in out.get("derived", []):
+            d["lds"] = judge(d["scores"])
+    for d in out.get("derived", []):
+        d.pop("scores", None)
     return out
 
 
@@ -323,6 +493,9 @@ COSTS = {
 def _family(method: str) -> tuple[str, str | None, float | None]:
     """``(family, parameter name, value)``: grouped-G → ("grouped", "m", G); compressed-rR /
     ekfac-rR → (…, "r", R); else (method, None, None)."""
+    if method.startswith("grouped-") and "-qa-r" in method:  # grouped-G-qa-rR → ("grouped-G-qa", "r", R)
+        head, r = method.split("-qa-r")
+        return head + "-qa", "r", float(r)
     for fam in ("grouped", "compressed", "ekfac-qa", "ekfac"):
         if method.startswith(fam + "-"):
             v = method.split("-")[-1].lstrip("r")
@@ -364,7 +537,8 @@ def slopes(rows: list[dict]) -> list[dict]:
                     sel = [r for r in mine if tuple(r[f] for f in fixed) == v]
                     label = ", ".join(f"{f}={val}" for f, val in zip(fixed, v))
                     fit(cost, method, x, label, [(r[x], scale * r[key]) for r in sel])
-        for fam in ("grouped", "compressed", "ekfac-qa", "ekfac", "trak"):
+        fams = sorted({_family(r["method"])[0] for r in have if _family(r["method"])[1]})
+        for fam in fams:
             mine = [r for r in have if _family(r["method"])[0] == fam and _family(r["method"])[1]]
             for v in sorted({(r["n"], r["params"], r["epochs"]) for r in mine}):
                 sel = [r for r in mine if (r["n"], r["params"], r["epochs"]) == v]
@@ -391,12 +565,13 @@ def _ratio(r: dict, rows: list[dict]) -> str:
     ]
     if not peer or r["method"] == "trak-10":
         return "—"
-    return f"{peer[0]['seconds_per_query'] / r['seconds_per_query']:.1f}×"
+    mark = " ˢ" if peer[0].get("store_timing") else ""
+    return f"{peer[0]['seconds_per_query'] / r['seconds_per_query']:.1f}×{mark}"
 
 
 def _lds_text(r: dict) -> str:
     L = r.get("lds")
-    if not L:
+    if not isinstance(L, dict):  # not judged (the cell's own "lds" is the number of subsets asked for)
         return "—"
     parts = [f"{L['lds']:.3f}" if not r["method"].startswith("grouped") else f"{L['lds']:.3f} (group)"]
     parts += [
@@ -425,7 +600,12 @@ def write(doc: dict, out_dir: Path) -> None:
         "rounds of scoring all queries in one call, after a warm-up call. LDS: mean Spearman over the queries, "
         "subsets of half the sources, protocol as stated; a grouped method is judged on its own groups (group "
         "LDS: ground truth retrained on half the *groups*); per-example methods also get the group LDS of their "
-        "scores summed within each group (g10, g100).",
+        "scores summed within each group (g10, g100). ˢ: TRAK-10 timed on traker's own per-query path with its "
+        "10 trained checkpoints, against a feature store whose models 1-9 hold model 0's (real) features instead "
+        "of their own (the per-query arithmetic depends on the shapes only; featurizing all ten is ~10 × TRAK-1's "
+        "setup); its 10-model scores are not attributions, so it has no LDS. The trak-1 row of such a cell is "
+        "model 0 scored alone (genuine TRAK-1). grouped-G-qa-rR: the cell's dense group responses factorised "
+        "query-aware at rank R (R JVPs per query instead of G); simulate s includes the factorisation.",
         "",
         "| run | n | p | epochs | method | simulation | sources | setup s | simulate s | peak MB | bytes/source "
         "| ms/query (rounds) | TRAK-10 ÷ this | LDS |",
@@ -441,8 +621,9 @@ def write(doc: dict, out_dir: Path) -> None:
         sim = f"{r['simulate_seconds']:.1f}" if r.get("simulate_seconds") is not None else "—"
         rounds = len(r.get("round_seconds", [])) or 1
         lines.append(
-            f"| {r.get('run', '')} | {r['n']} | {r['p']:,} | {r.get('epochs', '')} | {r['method']} "
-            f"| {r.get('scheme', '')} | {r['m']} | {r['setup_seconds']:.1f} | {sim} | {r['peak_mb']:.0f} "
+            f"| {r.get('run', '')} | {r['n']} | {r['p']:,} | {r.get('epochs', '')} | {r['method']}"
+            f"{' ˢ' if r.get('store_timing') else ''} | {r.get('scheme', '')} | {r['m']} "
+            f"| {r['setup_seconds']:.1f} | {sim} | {r['peak_mb']:.0f} "
             f"| {r['bytes_per_source']:,.0f} | {1000 * r['seconds_per_query']:.3f} ({rounds}) | {_ratio(r, rows)} "
             f"| {_lds_text(r)} |"
         )
@@ -483,6 +664,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lds-fixed-seed", action="store_true", help="fixed-seed protocol instead of seed per subset")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds per cell (median; at least 3)")
     ap.add_argument("--timing-cap", type=float, default=120.0, help="stop adding rounds past 3 after this many s")
+    ap.add_argument(
+        "--group-ranks",
+        default="",
+        help="grouped cells also factorise their dense group responses query-aware at these ranks (e.g. 16,32)",
+    )
     ap.add_argument("--group-scheme", default="ekfac", choices=("ekfac", "exact"), help="grouped simulation")
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster workers for --workers-for methods")
     ap.add_argument("--workers-for", default="", help="methods simulated on a LocalCluster (sharded)")
@@ -508,10 +694,16 @@ def main(argv=None) -> int:
         for r in rows:  # rows written before runs were numbered come from the first command
             r.setdefault("run", 0)
 
-    def drop(cell: dict) -> None:  # a re-measured cell replaces the old row / skip note
-        same = (cell["n"], cell["params"], cell["method"])
-        rows[:] = [r for r in rows if (r["n"], r["params"], r["method"]) != same]
-        skipped[:] = [r for r in skipped if (r["n"], r["params"], r["method"]) != same]
+    def drop(cell: dict) -> None:  # a re-measured cell (same recipe) replaces the old rows / skip note
+        names = {cell["method"], *produced(cell)}
+
+        def same(r: dict) -> bool:
+            return (r["n"], r["params"], r.get("epochs")) == (cell["n"], cell["params"], cell["epochs"]) and (
+                r["method"] in names
+            )
+
+        rows[:] = [r for r in rows if not same(r)]
+        skipped[:] = [r for r in skipped if not same(r)]
 
     this_command = "python benchmarks/scale_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -559,6 +751,7 @@ def main(argv=None) -> int:
                     "rounds": args.rounds,
                     "timing_cap_seconds": args.timing_cap,
                     "group_scheme": args.group_scheme,
+                    "group_ranks": [int(r) for r in args.group_ranks.split(",") if r],
                     "workers": args.workers if method in args.workers_for.split(",") else None,
                 }
                 drop(cell)
@@ -588,12 +781,18 @@ def main(argv=None) -> int:
                     if proc.returncode:
                         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
                     res = json.loads(proc.stdout.strip().splitlines()[-1])
+                    derived = res.pop("derived", [])
                     row = {k: v for k, v in cell.items() if k != "cache"} | res | {"run": len(commands)}
                     print(f"     {json.dumps(res)}", flush=True)
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
+                    derived = []
                     row = {k: v for k, v in cell.items() if k != "cache"} | {"error": str(err), "run": len(commands)}
                     print(f"     failed: {err}", flush=True)
                 rows.append(row)
+                for d in derived:  # further rows the same cell measured (factorised groups, TRAK-1)
+                    base = {k: v for k, v in row.items() if k not in ("lds", "store_timing", "round_seconds")}
+                    rows.append(base | {"derived_from": cell["method"]} | d)
+                    print(f"     {d['method']}: {json.dumps(d)}", flush=True)
                 dump()
     dump()
     return 0

@@ -24,22 +24,35 @@ def scale_report(path: str | os.PathLike = DEFAULT_REPORT) -> dict | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else None
 
 
-def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fixed=None) -> dict:
+def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fixed=None, epochs=None) -> dict:
     """``{method: (x, y)}`` of the measured rows; ``against`` "n" (rows of model size ``fixed``,
     default the smallest) or "p" (rows of training-set size ``fixed``, default the smallest).
-    Times come out in milliseconds per query or seconds; failed cells are left out."""
+    One recipe per line: rows of ``epochs`` epochs only (default: per method, the number of
+    epochs with the most distinct x, the larger on a tie), so a line never joins cells trained
+    for different lengths. Times come out in milliseconds per query or seconds; failed cells
+    are left out."""
     rows = [r for r in doc.get("rows", []) if "error" not in r and r.get(y) is not None]
     key = "params" if against == "n" else "n"
     if fixed is None and rows:  # the smallest model, or the smallest training set
         fixed = min(rows, key=lambda r: r["p"])["params"] if against == "n" else min(r["n"] for r in rows)
     scale = 1000.0 if y == "seconds_per_query" else 1.0
-    out: dict = {}
+    xkey = "n" if against == "n" else "p"
+    mine: dict[str, list[dict]] = {}
     for r in rows:
-        if r[key] != fixed:
-            continue
-        xs, ys = out.setdefault(r["method"], ([], []))
-        xs.append(r["n"] if against == "n" else r["p"])
-        ys.append(scale * float(r[y]))
+        if r[key] == fixed:
+            mine.setdefault(r["method"], []).append(r)
+    out: dict = {}
+    for method, rs in mine.items():
+        if epochs is not None:
+            want = epochs
+        else:
+            per: dict = {}
+            for r in rs:
+                per.setdefault(r.get("epochs"), set()).add(r[xkey])
+            want = max(per, key=lambda e: (len(per[e]), e or 0))
+        sel = sorted((r for r in rs if r.get("epochs") == want), key=lambda r: r[xkey])
+        if sel:
+            out[method] = ([r[xkey] for r in sel], [scale * float(r[y]) for r in sel])
     return out
 
 

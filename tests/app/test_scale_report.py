@@ -78,3 +78,14 @@ def test_speedups_pair_rows_with_trak10_of_the_same_run_and_cell():
     # the target line at 100 and its label sit at 100 on the log axis (labels take log10 units)
     assert [sh.y0 for sh in fig.layout.shapes] == [100.0]
     assert [(a.text, a.y) for a in fig.layout.annotations if a.text == "100×"] == [("100×", pytest.approx(2.0))]
+
+
+def test_series_keep_one_recipe_per_line():
+    def row(n, epochs, setup):
+        return {"n": n, "params": "80k", "p": 78858, "method": "trak-1", "epochs": epochs, "setup_seconds": setup}
+
+    # n = 4,000 was measured at 2 epochs (one run) and 1 epoch (another); 20k and 50k at 1 epoch
+    doc = {"rows": [row(4000, 2, 17.0), row(4000, 1, 9.0), row(20000, 1, 45.0), row(50000, 1, 150.0)]}
+    s = scale.scale_series(doc, y="setup_seconds")
+    assert s == {"trak-1": ([4000, 20000, 50000], [9.0, 45.0, 150.0])}
+    assert scale.scale_series(doc, y="setup_seconds", epochs=2) == {"trak-1": ([4000], [17.0])}
