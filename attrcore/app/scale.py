@@ -32,6 +32,8 @@ def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fi
     for different lengths. Times come out in milliseconds per query or seconds; failed cells
     are left out."""
     rows = [r for r in doc.get("rows", []) if "error" not in r and r.get(y) is not None]
+    if y == "setup_seconds":  # a store-timing TRAK-10 row's setup is its store's, not TRAK-10's
+        rows = [r for r in rows if not r.get("store_timing")]
     key = "params" if against == "n" else "n"
     if fixed is None and rows:  # the smallest model, or the smallest training set
         fixed = min(rows, key=lambda r: r["p"])["params"] if against == "n" else min(r["n"] for r in rows)

@@ -89,3 +89,8 @@ def test_series_keep_one_recipe_per_line():
     s = scale.scale_series(doc, y="setup_seconds")
     assert s == {"trak-1": ([4000, 20000, 50000], [9.0, 45.0, 150.0])}
     assert scale.scale_series(doc, y="setup_seconds", epochs=2) == {"trak-1": ([4000], [17.0])}
+    # a TRAK-10 timed on a copied feature store has a per-query time but not TRAK-10's setup
+    store = {"n": 20000, "params": "80k", "p": 78858, "method": "trak-10", "epochs": 1, "store_timing": True}
+    doc["rows"].append(store | {"setup_seconds": 60.0, "seconds_per_query": 0.05})
+    assert "trak-10" not in scale.scale_series(doc, y="setup_seconds")
+    assert scale.scale_series(doc)["trak-10"] == ([20000], [50.0])
