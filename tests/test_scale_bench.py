@@ -51,13 +51,17 @@ def test_group_factorisation_is_the_query_aware_compression_of_the_groups(proble
         assert r["bytes_per_source"] == qa.responses.nbytes() / 12
 
 
-def test_store_timing_runs_trakers_scoring_path(problem):
+@pytest.mark.parametrize("blocks", [1, 4], ids=["one-sketch-block", "four-blocks"])
+def test_store_timing_runs_trakers_scoring_path(problem, blocks, monkeypatch):
     pytest.importorskip("trak")
+    from attrcore.methods import trak as trak_mod
     from attrcore.methods.trak import TRAK
 
     X, y = problem
     mlp = MLP(MLPConfig(6, 3, (8,), "tanh"))
     theta = train(mlp, X, y, TrainConfig(epochs=2, lr=0.1, batch_size=40, seed=0)).theta
+    if blocks > 1:  # a sketch larger than the budget is drawn in blocks (p ≈ 1M at proj 512)
+        monkeypatch.setattr(trak_mod, "MEMORY_BUDGET", 4 * mlp.n_params * 16 // blocks)
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y).long()
     Xq, yq = Xt[:5], yt[:5]
     thetas = [theta, theta * 1.01, theta * 0.99]
@@ -66,6 +70,7 @@ def test_store_timing_runs_trakers_scoring_path(problem):
     try:
         # model 0 scored alone is TRAK-1: the same numbers as a genuinely featurized one-model TRAK
         torch.testing.assert_close(store.score_models(Xq, yq, [0]), one.score(Xq, yq))
+        assert store._projector.num_blocks == blocks
         saver = store.traker.saver
         assert {i: saver.model_ids[i] for i in range(3)} == {
             i: {"is_featurized": 1, "is_finalized": 1} for i in range(3)
