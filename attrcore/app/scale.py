@@ -29,8 +29,8 @@ def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fi
     default the smallest) or "p" (rows of training-set size ``fixed``, default the smallest).
     One recipe per line: rows of ``epochs`` epochs only (default: per method, the number of
     epochs with the most distinct x, the larger on a tie), so a line never joins cells trained
-    for different lengths. Times come out in milliseconds per query or seconds; failed cells
-    are left out."""
+    for different lengths; a cell measured in two runs contributes its newer run's row. Times
+    come out in milliseconds per query or seconds; failed cells are left out."""
     rows = [r for r in doc.get("rows", []) if "error" not in r and r.get(y) is not None]
     if y == "setup_seconds":  # a store-timing TRAK-10 row's setup is its store's, not TRAK-10's
         rows = [r for r in rows if not r.get("store_timing")]
@@ -39,10 +39,15 @@ def scale_series(doc: dict, y: str = "seconds_per_query", against: str = "n", fi
         fixed = min(rows, key=lambda r: r["p"])["params"] if against == "n" else min(r["n"] for r in rows)
     scale = 1000.0 if y == "seconds_per_query" else 1.0
     xkey = "n" if against == "n" else "p"
-    mine: dict[str, list[dict]] = {}
+    newest: dict = {}  # a cell measured in two runs: the newer run's row
     for r in rows:
         if r[key] == fixed:
-            mine.setdefault(r["method"], []).append(r)
+            cell = (r["method"], r["n"], r["params"], r.get("epochs"))
+            if cell not in newest or r.get("run", 0) >= newest[cell].get("run", 0):
+                newest[cell] = r
+    mine: dict[str, list[dict]] = {}
+    for r in newest.values():
+        mine.setdefault(r["method"], []).append(r)
     out: dict = {}
     for method, rs in mine.items():
         if epochs is not None:

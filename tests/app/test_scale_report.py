@@ -94,3 +94,6 @@ def test_series_keep_one_recipe_per_line():
     doc["rows"].append(store | {"setup_seconds": 60.0, "seconds_per_query": 0.05})
     assert "trak-10" not in scale.scale_series(doc, y="setup_seconds")
     assert scale.scale_series(doc)["trak-10"] == ([20000], [50.0])
+    # the same cell measured again in a later run: one point, the newer run's
+    doc["rows"].append(row(20000, 1, 40.0) | {"run": 3})
+    assert scale.scale_series(doc, y="setup_seconds")["trak-1"] == ([4000, 20000, 50000], [9.0, 40.0, 150.0])
