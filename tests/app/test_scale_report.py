@@ -71,6 +71,11 @@ def test_speedups_pair_rows_with_trak10_of_the_same_run_and_cell():
     s = scale.speedups({"rows": rows})
     assert list(s) == ["n=4,000, p=969,354"]
     assert s["n=4,000, p=969,354"] == {"grouped-100": pytest.approx(100.0)}
+    # by CPU time: only rows that recorded it (run 0's grouped-100 and its TRAK-10 here)
+    rows[0]["cpu_seconds_per_query"], rows[1]["cpu_seconds_per_query"] = 1.0, 0.02
+    assert scale.speedups({"rows": rows}, timing="cpu_seconds_per_query") == {
+        "n=4,000, p=969,354": {"grouped-100": pytest.approx(50.0)}
+    }
     fig = plots.speedup_bars(s, targets={"100×": 100})
     assert [t.name for t in fig.data] == ["grouped-100"]
     assert fig.layout.yaxis.type == "log"
@@ -97,3 +102,8 @@ def test_series_keep_one_recipe_per_line():
     # the same cell measured again in a later run: one point, the newer run's
     doc["rows"].append(row(20000, 1, 40.0) | {"run": 3})
     assert scale.scale_series(doc, y="setup_seconds")["trak-1"] == ([4000, 20000, 50000], [9.0, 40.0, 150.0])
+    # time per query does not grow with the epochs: one point per n, the newest run's
+    for r, ms in zip(doc["rows"][:4], (4.0, 3.0, 5.0, 7.0)):
+        r["seconds_per_query"] = ms / 1000
+    doc["rows"][0]["run"] = 1  # the 2-epoch n = 4,000 cell is the newer run
+    assert scale.scale_series(doc)["trak-1"] == ([4000, 20000, 50000], [4.0, 5.0, 7.0])
