@@ -35,6 +35,7 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 SCHEMES = ("trajectory", "stationary", "none")
 DTYPES = ("float32", "float64")
 CURVATURES = ("hessian", "gauss-newton")
+EKFAC_DECAYS = ("exp", "discrete")
 BACKENDS = ("mlp", "func")
 RESPONSE_DTYPES = ("float16", "float32", "float64")
 COMPRESSIONS = ("svd", "query-aware")  # how dense responses are factorised (engine/query_compress.py)
@@ -422,6 +423,21 @@ class SimulationConfig:
     segment_steps: int | None = option(
         None, "ekfac: training steps per curvature segment (default: one epoch)", type=int
     )
+    ekfac_decay: str = option(
+        "exp",
+        "ekfac: map of each eigen-mode over the steps after an injection: exp (continuous time, "
+        "exp(−η_eff τ λ)) or discrete (Π (1 − η_eff λ) where η_eff λ < 2, exp where the discrete map is unstable)",
+        choices=EKFAC_DECAYS,
+    )
+    ekfac_rank: int = option(
+        0,
+        "ekfac: the top R eigen-directions of each segment's whole-network Gauss–Newton matrix (across "
+        "layers, by subspace iteration) propagated exactly, EK-FAC on the rest; 0 = EK-FAC only",
+        type=int,
+    )
+    ekfac_rank_iterations: int = option(
+        4, "ekfac: subspace iterations per segment for the top eigen-directions (3× in the first segment)"
+    )
 
     def __post_init__(self) -> None:
         _check_choice("scheme", self.scheme, SCHEMES)
@@ -444,6 +460,14 @@ class SimulationConfig:
             raise ConfigError(
                 f"segment steps must be a whole number ≥ 1 or None (one epoch) (`segment_steps`), got "
                 f"{self.segment_steps!r}."
+            )
+        _check_choice("ekfac_decay", self.ekfac_decay, EKFAC_DECAYS, "EK-FAC decay")
+        if isinstance(self.ekfac_rank, bool) or not isinstance(self.ekfac_rank, int) or self.ekfac_rank < 0:
+            raise ConfigError(f"the EK-FAC rank must be a whole number ≥ 0 (`ekfac_rank`), got {self.ekfac_rank!r}.")
+        if not (isinstance(self.ekfac_rank_iterations, int) and 1 <= self.ekfac_rank_iterations <= 100):
+            raise ConfigError(
+                "the EK-FAC rank iterations must be a whole number from 1 to 100 (`ekfac_rank_iterations`), "
+                f"got {self.ekfac_rank_iterations!r}."
             )
         if not (math.isfinite(self.damping) and self.damping >= 0):
             raise ConfigError(f"damping must be ≥ 0 (`damping`), got {self.damping}.")

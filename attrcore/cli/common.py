@@ -32,7 +32,17 @@ from ..store.runstore import RunStore
 DEFAULT_DATA = DataConfig().source
 
 # options that choose the simulation: when none is given the default is measured (engine/choose.py)
-CHOICE_OPTIONS = ("scheme", "horizon", "curvature", "segment_steps", "step_size", "curvature_batch_size")
+CHOICE_OPTIONS = (
+    "scheme",
+    "horizon",
+    "curvature",
+    "segment_steps",
+    "ekfac_decay",
+    "ekfac_rank",
+    "ekfac_rank_iterations",
+    "step_size",
+    "curvature_batch_size",
+)
 
 
 # ----------------------------------------------------------------------------- generating flags

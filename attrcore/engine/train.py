@@ -361,6 +361,10 @@ class TrajectorySimulation(Simulator):
                 horizon=sim.horizon,
                 segment_steps=sim.segment_steps or len(orders[0]),
                 weight_decay=cfg.weight_decay,
+                decay=sim.ekfac_decay,
+                rank=sim.ekfac_rank,
+                rank_iterations=sim.ekfac_rank_iterations,
+                seed=cfg.seed,
             )
         elif self.rank is None or self.query_aware:  # query-aware: dense, factorised in `output`
             self.impl = make_trajectory(
