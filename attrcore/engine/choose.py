@@ -23,12 +23,21 @@ factorisation for the training points' own measurement gradients), which keeps L
 TRAK-10 at under a tenth of its readout time on mnist1d-mlp (0.299 vs 0.266 at 0.06–0.09×; the
 dense 0.394 reads out at 0.7–1.3× TRAK-10's time; a plain SVD of Δ at r = 256 only reached 0.205).
 
+On digits-mlp the EK-FAC map at K = 16 loses most of the exact one (0.402 vs 0.530): the
+block-diagonal Kronecker form drops the cross-layer curvature (the exact per-step GN without
+its cross-layer blocks: 0.440) and its basis misses the top directions; propagating the top
+:data:`EKFAC_RANK` = 32 eigen-directions of each segment's whole-network GN exactly
+(``ekfac_rank``) gives 0.524, within 0.006 of exact, at about the exact scheme's time there
+(benchmarks/ekfac-study-digits-mlp.md). At the full horizon the rank does not help (0.486 vs
+EK-FAC 0.485; exact 0.507).
+
 So the rule: with a small effective step (≤ :data:`SMALL_STEP`) the discrete tangent map
 is close to its continuous-time limit and the exact Hessian propagation is trustworthy: use
 the exact trajectory at K = 16 when its cost (K·B tangents per step) fits
-:data:`EXACT_BUDGET_FLOP`. Otherwise — a large effective step (momentum) or a model too
-big for exact products — use the EK-FAC trajectory over the full horizon, one curvature
-segment per epoch. Its working state is the dense response (m × p numbers): the default
+:data:`EXACT_BUDGET_FLOP`, and the EK-FAC trajectory at K = 16 with rank :data:`EKFAC_RANK`
+(its measured stand-in) when it does not. With a large effective step (momentum) use the
+EK-FAC trajectory over the full horizon, one curvature segment per epoch. Its working state
+is the dense response (m × p numbers; a finite horizon adds the injections): the default
 memory budget is raised to fit it up to :data:`AUTO_BUDGET_MB` (a given budget is kept);
 beyond that the simulator refuses with the fix (group the sources).
 """
@@ -46,6 +55,8 @@ EXACT_HORIZON = 16
 # ~2 minutes of exact products on these 2-core machines (digits-mlp K = 16: 2.6e12, 27 s;
 # mnist1d-mlp K = 16: 9e13, 3,098 s)
 EXACT_BUDGET_FLOP = 1e13
+# digits-mlp K = 16, random-seed LDS: EK-FAC rank 32 0.524 (rank 16: see the study), exact 0.530, EK-FAC 0.402
+EKFAC_RANK = 32
 # The EK-FAC responses are compressed query-aware to this rank when it is ≥ 8× smaller than dense.
 # mnist1d-mlp (benchmarks/query-compress-mnist1d-mlp-full.md, random-seed LDS, readout vs TRAK-10 in
 # the same run): dense 0.394 at 1.27× TRAK-10's time; query-aware r = 256: 0.260, 0.057×; r = 512:
@@ -112,12 +123,16 @@ def choose_simulation(
     compress = m * p >= 8 * r * (p + m)
     # the dense responses, and when compressing also M = G Δᵀ [n, m] and the float64 factors
     need_mb = state_mb + ((n_train * m * 8 + 2 * r * p * 8 + r * (p + m) * itemsize) / 2**20 if compress else 0.0)
+    small = eta_eff <= SMALL_STEP  # here only because exact K = 16 costs too much
+    if small:  # a finite horizon keeps the injections beside the response (another m × p block)
+        need_mb += state_mb
     if not given and budget < 1.25 * need_mb <= AUTO_BUDGET_MB:
         budget = 1.25 * need_mb
     cfg = SimulationConfig(
         scheme="trajectory",
-        horizon=None,
+        horizon=EXACT_HORIZON if small else None,
         curvature="ekfac",
+        ekfac_rank=EKFAC_RANK if small else 0,
         memory_budget_mb=budget,
         rank=r if compress else None,
         compression="query-aware" if compress else "svd",
@@ -125,8 +140,9 @@ def choose_simulation(
     why = (
         f"the effective step η/(1 − μ) = {eta_eff:.3g} is large (> {SMALL_STEP}): the exact discrete map "
         "amplifies the top curvature directions"
-        if eta_eff > SMALL_STEP
-        else f"exact K = {EXACT_HORIZON} would cost ~{flop:.1e} flop (> {EXACT_BUDGET_FLOP:.0e})"
+        if not small
+        else f"the effective step η/(1 − μ) = {eta_eff:.3g} is small (≤ {SMALL_STEP}) but exact K = "
+        f"{EXACT_HORIZON} would cost ~{flop:.1e} flop (> {EXACT_BUDGET_FLOP:.0e})"
     )
     stored = (
         f"compressed query-aware to rank {r} ({m * p / (r * (p + m)):.1f}× smaller; {QUERY_AWARE_MEASURED}; "
@@ -134,6 +150,15 @@ def choose_simulation(
         if compress
         else f"kept dense (rank {r} would not be ≥ 8× smaller)"
     )
+    if small:
+        reason = (
+            f"ekfac trajectory, horizon {EXACT_HORIZON}, the top {EKFAC_RANK} whole-network Gauss–Newton "
+            f"directions of each segment propagated exactly (ekfac_rank), one segment per epoch "
+            f"({steps_per_epoch} steps): {why}. {m} sources × {p} parameters = {state_mb:.0f} MB of dense "
+            f"responses, {stored}. Measured on digits-mlp at K = {EXACT_HORIZON}: random-seed LDS 0.524 against "
+            "0.530 for the exact propagation (plain EK-FAC 0.402, full horizon 0.485)."
+        )
+        return SimulationChoice(cfg, reason)
     reason = (
         f"ekfac trajectory, full horizon, one curvature segment per epoch ({steps_per_epoch} steps): {why}; "
         f"the continuous-time EK-FAC map is contractive. {m} sources × {p} parameters = {state_mb:.0f} MB of "

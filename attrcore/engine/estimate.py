@@ -154,6 +154,13 @@ def estimate_training(
         macs = sum((a + 1) * b * (a + 1 + b) for a, b in zip(sizes[:-1], sizes[1:]))
         sim_seconds = SECONDS_PER_ROTATION_MAC * segments * m * macs + SECONDS_PER_INJECTION * steps * B * p
         notes.append(f"EK-FAC: {segments} segment rotations of {m} sources, O(p) per injection")
+        r = simulation.ekfac_rank
+        if r:  # top-r whole-network GN: subspace iterations (2 GEMM passes per record), O(r·p) injections
+            its = simulation.ekfac_rank_iterations * (segments + 2)  # 3× in the first segment
+            rank_macs = r * p * (its * min(segment, steps) * B * 2 + steps * B * 2 + segments * m * 3)
+            sim_seconds += 4 * SECONDS_PER_ROTATION_MAC * rank_macs  # small batched GEMMs: ~4× slower per MAC
+            state_bytes += r * p * 8 * 3
+            notes.append(f"EK-FAC rank {r}: the top {r} whole-network GN directions per segment, O(r·p) per injection")
     elif scheme == "trajectory":
         K = simulation.horizon
         if K is None or K >= steps:

@@ -10,6 +10,7 @@ from attrcore.config import SimulationConfig, TrainConfig
 from attrcore.engine import MLPConfig
 from attrcore.engine.choose import (
     AUTO_BUDGET_MB,
+    EKFAC_RANK,
     EXACT_BUDGET_FLOP,
     QUERY_AWARE_RANK,
     choose_simulation,
@@ -48,6 +49,12 @@ def test_small_effective_steps_get_the_exact_trajectory_at_k16_when_affordable()
     assert exact_short_horizon_flop(MNIST1D, TrainConfig(batch_size=100), 4000, 16) > EXACT_BUDGET_FLOP
     no_momentum = choose_simulation(MNIST1D, TrainConfig(epochs=30, lr=0.1, batch_size=100), 4000)
     assert no_momentum.config.curvature == "ekfac" and "flop" in no_momentum.reason
+    # ... so its measured stand-in: EK-FAC at K = 16 with the top whole-network GN directions exact
+    assert (no_momentum.config.horizon, no_momentum.config.ekfac_rank) == (16, EKFAC_RANK)
+    assert f"top {EKFAC_RANK} whole-network" in no_momentum.reason and "0.524" in no_momentum.reason
+    # with momentum the full-horizon EK-FAC map stays as it is (rank 0)
+    with_momentum = choose_simulation(MNIST1D, MNIST1D_TRAIN, 4000).config
+    assert (with_momentum.horizon, with_momentum.ekfac_rank) == (None, 0)
 
 
 def test_a_given_budget_is_kept_and_huge_states_are_not_auto_raised():
