@@ -148,8 +148,10 @@ def resolve_rank(rank: int | str | None, m: int, p: int, *, finite_horizon: bool
     modest cost (digits-mlp: m·p is 4.9× the rank-256 factors, so it stays dense;
     mnist1d-mlp: 15×, compressed). ``finite_horizon`` (a trajectory run with a finite K)
     keeps ``"auto"`` dense: short-horizon responses are nearly full-rank across sources
-    (benchmarks/compress-mnist1d-mlp.md: K = 4, rank 256 LDS 0.114 vs dense 0.188), so
-    compressing them by default costs quality. An explicit rank is capped at p.
+    (benchmarks/compress-mnist1d-mlp.md: K = 4, rank 256 LDS 0.114 vs dense 0.188; even
+    query-aware, benchmarks/query-compress-mnist1d-mlp-k4-ekfac.md: EK-FAC K = 4, r = 384
+    0.257 vs dense 0.300), so compressing them by default costs quality. An explicit rank is
+    capped at p.
     """
     if rank is None:
         return None, "dense (rank not set)"
