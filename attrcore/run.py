@@ -369,6 +369,7 @@ def fit(
     progress: ProgressFn | None = None,
     executor=None,
     simulation_reason: str | None = None,
+    on_epoch=None,
 ) -> TrainedRun:
     """Train an MLP on ``data`` and simulate every source's response in the same run.
 
@@ -377,6 +378,8 @@ def fit(
     Without ``simulation`` the measured-best setting for this model and data size is used
     (:func:`~attrcore.engine.choose.choose_simulation`) and the run keeps the reason
     (:attr:`TrainedRun.simulation_reason`, saved with it).
+    ``on_epoch`` is handed to :func:`~attrcore.engine.train.train` (a read-out after every
+    epoch, e.g. :class:`attrcore.mislabel.trajectory.TrajectorySelfInfluence`).
     """
     dataset = load_dataset(data) if isinstance(data, str) else data
     train_config = train_config or TrainConfig()
@@ -407,6 +410,7 @@ def fit(
         y_val=dataset.y_test,
         progress=progress,
         executor=executor,
+        on_epoch=on_epoch,
     )
     responses = out.responses
     if isinstance(responses, Tensor):

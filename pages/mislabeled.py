@@ -145,15 +145,18 @@ st.caption(f"Run **{name}** · {ds.name} · {ds.n_train} training examples · {n
 st.subheader("1 · Rank every training example")
 stored = sup.stored_signals(S, name, version)
 titles = {s: ml.SIGNALS[s].title for s in ml.SIGNALS}
-default = [s for s in ml.SIGNALS if s in sup.QUICK_SIGNALS or s in stored]
+offered = sup.available_signals(run)
+default = [s for s in offered if s in sup.QUICK_SIGNALS or s in stored]
 chosen = st.multiselect(
     "Signals",
-    list(ml.SIGNALS),
+    offered,
     default=default,
     format_func=titles.get,
     key="ml_signals",
-    help="Forward-only self-influence, the controls loss and confidence are instant; TRAK, "
-    "influence functions and cleanlab train or solve more and are computed on request.",
+    help="Forward-only self-influence, the controls loss and confidence are instant; the trajectory "
+    "signals (self-influence over the trajectory, loss over the trajectory, AUM) are recorded while a run "
+    "made here trains (older runs replay their training once); TRAK, influence functions and cleanlab "
+    "train or solve more and are computed on request.",
 )
 todo = [s for s in chosen if s not in stored and s not in sup.QUICK_SIGNALS]
 if todo and st.button(f"Compute {', '.join(titles[s] for s in todo)}", key="ml_compute", icon=":material/calculate:"):

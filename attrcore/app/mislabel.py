@@ -25,7 +25,9 @@ from ..mislabel import (
     finding,
     retrain_with_marks,
 )
+from ..mislabel.trajectory import TRAJECTORY_SIGNALS, check_recordable, recorder_for
 from ..run import TrainedRun, fit
+from .runs import run_version
 
 SIGNAL_KIND = "app-mislabel-signal"
 RETRAIN_KIND = "app-mislabel-retrain"
@@ -52,18 +54,24 @@ class NoisyRunRequest:
         return NoiseSpec(self.rate, self.pairs or None, self.seed)
 
     def fit_and_save(self, store, progress: Callable | None = None) -> TrainedRun:
-        """Train, simulate and save atomically; a cancelled or failed run saves nothing."""
+        """Train, simulate and save atomically; a cancelled or failed run saves nothing.
+        The trajectory signals are recorded while it trains and stored with it."""
         if not self.overwrite and store.exists(self.name):
             raise ConfigError(f"a run named {self.name!r} exists; pick another name or tick 'overwrite'.")
         data = self.noise().load(self.source)
+        recorder = recorder_for(data, self.hidden, "relu", self.train)
         run = fit(
             data,
             hidden=self.hidden,
             train_config=self.train,
             simulation=SimulationConfig(horizon=self.horizon),
             progress=progress,
+            on_epoch=recorder,
         )
         run.save(store, self.name, overwrite=self.overwrite)
+        version = run_version(store, self.name)
+        for sid in TRAJECTORY_SIGNALS:
+            _put(store, run.name or self.name, version, compute_signal(run, sid, recorder=recorder))
         return run
 
 
@@ -98,13 +106,29 @@ def signal_result(store, run: TrainedRun, version: str, signal: str, progress: C
             m.get("meta", {}),
         )
     res = compute_signal(run, signal, progress)
+    _put(store, run.name, version, res)
+    return res
+
+
+def _put(store, run_name: str, version: str, res: SignalResult) -> None:
     store.put_artifact(
         SIGNAL_KIND,
-        key,
+        _key(run_name, version, res.id),
         {"scores": res.scores},
         meta={"seconds": res.seconds, "setup_seconds": res.setup_seconds, "meta": res.meta},
     )
-    return res
+
+
+def available_signals(run: TrainedRun) -> list[str]:
+    """The signals this run can compute: forward-only self-influence over the trajectory
+    needs a trajectory run with dense responses (the rest work on every mislabel run)."""
+    try:
+        check_recordable(
+            run.spec.simulation, run.config.get("sources", {}).get("kind", "example"), run.n_sources, run.mlp.n_params
+        )
+    except ConfigError:
+        return [s for s in SIGNALS if s != "forward-only-trajectory"]
+    return list(SIGNALS)
 
 
 def stored_signals(store, run_name: str, version: str) -> set[str]:

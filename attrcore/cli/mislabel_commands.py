@@ -25,11 +25,13 @@ from tqdm import tqdm
 
 from ..config import parse_hidden
 from ..data.datasets import load_dataset
+from ..engine.model import MLP, MLPConfig
 from ..errors import ConfigError
 from ..mislabel import compute_signals, detection_rows, finding, format_table, ranking_frame, report_dict
 from ..mislabel.fix import apply_marks, export, fix_top, retrain_with_marks
 from ..mislabel.marks import clear_marks, load_marks, marked_runs, marks_from_csv, marks_to_frame, set_marks
 from ..mislabel.signals import SIGNALS, parse_signals
+from ..mislabel.trajectory import TRAJECTORY_SIGNALS, check_recordable, recorder_for
 from ..run import TrainedRun
 from .common import _configs, _fit, _progress_bar, _store, add_train_flags
 
@@ -160,6 +162,28 @@ def _stage_bar():
     return bar, cb
 
 
+def _trajectory_recorder(args, signals, data, train_cfg, sim):
+    """The recorder of the requested trajectory signals (None if there is none), so they
+    are read out while the run trains. With the default "all", forward-only self-influence
+    over the trajectory is left out (with a note) where the run cannot record it."""
+    wanted = [s for s in signals if s in TRAJECTORY_SIGNALS]
+    if not wanted:
+        return signals, None
+    with_si = "forward-only-trajectory" in wanted
+    if with_si:
+        m = data.n_train if args.sources == "example" else 0
+        p = MLP(MLPConfig(data.n_features, data.n_classes, parse_hidden(args.hidden), args.activation)).n_params
+        try:
+            check_recordable(sim, args.sources, m, p)
+        except ConfigError as err:
+            if args.signals not in (None, "all"):
+                raise
+            print(f"(leaving out forward-only-trajectory: {err})", file=sys.stderr)
+            signals, with_si = tuple(s for s in signals if s != "forward-only-trajectory"), False
+    rec = recorder_for(data, parse_hidden(args.hidden), args.activation, train_cfg, self_influence=with_si)
+    return signals, rec
+
+
 def cmd_mislabel(args):
     signals = parse_signals(args.signals)
     _check_out(args.report, (".json",), "--report")
@@ -171,7 +195,8 @@ def cmd_mislabel(args):
         raise ConfigError(f"run '{args.run}' exists; pick another --run name or pass --overwrite.")
     data = _noisy_dataset(args)
     train_cfg, sim = _configs(args)
-    run = _fit(args, data, train_cfg, sim)
+    signals, recorder = _trajectory_recorder(args, signals, data, train_cfg, sim)
+    run = _fit(args, data, train_cfg, sim, on_epoch=recorder)
     if args.run:
         run.save(store, args.run, overwrite=args.overwrite)
     print(
@@ -182,7 +207,7 @@ def cmd_mislabel(args):
     )
     bar, cb = _stage_bar()
     try:
-        results = compute_signals(run, signals, progress=cb)
+        results = compute_signals(run, signals, progress=cb, recorder=recorder)
     finally:
         bar.close()
     flags = np.zeros(data.n_train, dtype=bool)

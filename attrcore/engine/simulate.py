@@ -149,6 +149,10 @@ class FullTrajectory:
         out.index_copy_(self.source_of_row[:n], self.U.rows(slice(0, n)))
         return out
 
+    def current(self) -> Tangents:
+        """The responses of the parameters reached so far, dθ_t/dw ``[m, p]`` (a copy)."""
+        return self.finalize()
+
 
 class ShortTrajectory:
     """Trajectory response with horizon K (each injection propagated K steps, then frozen)."""
@@ -220,6 +224,19 @@ class ShortTrajectory:
     def finalize(self):
         self._retire(slice(0, len(self.U)), 0.0)
         return self.Delta if isinstance(self.Delta, Tangents) else self.Delta.finalize()
+
+    def current(self) -> Tangents | None:
+        """The responses accumulated so far ``[m, p]``: the retired injections plus the
+        live ones as carried up to now (no pending momentum flushed). At K = 0 this is Δ
+        itself, not a copy: read it before the next step. None when Δ goes into a sketch."""
+        if not isinstance(self.Delta, Tangents):
+            return None
+        live = torch.nonzero(self.src >= 0).squeeze(1)
+        if self.K == 0 or len(live) == 0:
+            return self.Delta
+        out = self.Delta.clone()
+        out.index_add_(self.src[live], self.U.select(live))
+        return out
 
 
 def make_trajectory(horizon: int | None, total_steps: int, **kw):

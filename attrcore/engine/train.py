@@ -273,6 +273,12 @@ class Simulator:
         """The responses (``Tangents``, compressed, or None) and extras, after the last step."""
         return None, {}
 
+    def current(self):
+        """The dense responses ``Tangents [m, p]`` of the parameters reached so far, read
+        between steps (for :func:`train`'s ``on_epoch``), or None when the scheme has none
+        mid-run (no simulation, stationary, compressed, EK-FAC)."""
+        return None
+
     @property
     def query_aware(self) -> bool:
         """Whether a rank is set and the dense responses are to be factorised query-aware
@@ -402,6 +408,9 @@ class TrajectorySimulation(Simulator):
         self.impl.step(t, curv, self.src[idx])
         self.seconds += time.perf_counter() - t0
 
+    def current(self):
+        return self.impl.current() if hasattr(self.impl, "current") else None
+
     def finish(self, theta, progress):
         t0 = time.perf_counter()
         responses = self.impl.finalize()
@@ -526,6 +535,7 @@ def train(
     progress: ProgressFn | None = None,
     checkpoint_epochs: tuple[int, ...] = (),
     executor=None,
+    on_epoch: Callable[[int, Tensor, Callable], None] | None = None,
 ) -> TrainOutput:
     """Train ``mlp`` on ``X [n, d]``, ``y [n]``; simulate responses when ``sim`` asks.
 
@@ -538,6 +548,10 @@ def train(
     ``executor`` (:class:`attrcore.executors.Executor`, not in process) simulates in shards
     after training (:mod:`attrcore.engine.shard`); the result equals the in-process one and
     ``extras["sharding"]`` reports the shards and any retried after a worker died.
+    ``on_epoch(epoch, θ, current)`` is called after every epoch (1-based) with the
+    parameters reached and ``current()``, the responses accumulated so far
+    (:meth:`Simulator.current`; read them before returning, they change with the next
+    step); its time is not counted in the timings.
     """
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     X = _as_tensor(X, dtype, "the training inputs X")
@@ -621,6 +635,10 @@ def train(
         if epoch + 1 in checkpoint_epochs:
             checkpoints[epoch + 1] = theta.clone()
             checkpoint_lrs[epoch + 1] = float(lrs[t - 1])
+        if on_epoch is not None:
+            t_hook = time.perf_counter()
+            on_epoch(epoch + 1, theta, simulator.current)
+            t_start += time.perf_counter() - t_hook
         if progress is not None and progress(Progress("train", epoch + 1, cfg.epochs, record)) is False:
             raise CancelledError("training was cancelled; nothing was saved.")
     train_seconds = time.perf_counter() - t_start

@@ -18,6 +18,9 @@ Parts:
   and margin; the diagonal :func:`attrcore.engine.readout.self_scores`), TRAK-1/10 and
   influence-function self-influence, and the controls (training loss, confidence in the
   given label, cleanlab's ``find_label_issues`` on cross-validated probabilities);
+- ``trajectory`` — signals read out over the training trajectory (recorded by an
+  ``on_epoch`` hook while the run trains): self-influence summed over checkpoints, and
+  the controls training loss over the trajectory and the area under the margin (AUM);
 - ``report`` — detection tables, the found-vs-inspected curves and the JSON report (the
   metrics themselves are pure functions in :mod:`attrcore.evaluation.metrics`);
 - ``marks`` — keep / remove / relabel decisions, persisted in the run store;
@@ -40,6 +43,7 @@ from .marks import (
 from .noise import NoiseSpec, flip_table, parse_noise_pairs
 from .report import curves, detection_rows, finding, format_table, ranking_frame, report_dict
 from .signals import DEFAULT_SIGNALS, SIGNALS, SignalResult, compute_signal, compute_signals, parse_signals
+from .trajectory import TRAJECTORY_SIGNALS, TrajectoryRecorder, recorder_for, second_half
 
 __all__ = [
     "ACTIONS",
@@ -50,6 +54,8 @@ __all__ = [
     "NoiseSpec",
     "SIGNALS",
     "SignalResult",
+    "TRAJECTORY_SIGNALS",
+    "TrajectoryRecorder",
     "apply_marks",
     "clear_marks",
     "compute_signal",
@@ -71,8 +77,10 @@ __all__ = [
     "parse_noise_pairs",
     "parse_signals",
     "ranking_frame",
+    "recorder_for",
     "report_dict",
     "retrain_with_marks",
     "save_marks",
+    "second_half",
     "set_marks",
 ]

@@ -12,15 +12,24 @@ Attribution signals (self-influence: the example as its own query):
   lowers its own loss); a wrong label has to be memorised against its neighbours, so
   its own response moves its own loss a lot.
 - ``forward-only-margin`` — +τ(i, i) with f = the margin of the given label.
+- ``forward-only-trajectory`` — self-influence summed over the checkpoints of the second
+  half of training, each read with the response injected in its epoch
+  (:mod:`attrcore.mislabel.trajectory`; forward-only, one JVP per point and checkpoint).
 - ``trak-1`` / ``trak-10`` — the diagonal of TRAK's scores (the official ``traker``,
   margin output) with the training set as its own queries, 1 or 10 models (the run's
   model and models trained with the next seeds).
 - ``if`` — the influence-function self-influence (1/n) ∇ℓ_iᵀ (H + δI)⁻¹ ∇ℓ_i with the
   explicit last-layer Hessian.
 
+The trajectory signals are recorded while the run trains (``fit(..., on_epoch=recorder)``;
+pass the recorder's ``signals()`` as ``recorded``); for a run trained without one the
+recipe is replayed with it, its time counted as setup.
+
 Controls practitioners use:
 
 - ``loss`` — the training loss ℓ(z_i; θ̂) under the given label;
+- ``trajectory-loss`` / ``aum`` — the training loss averaged over the same checkpoints,
+  and the area under the margin (Pleiss et al. 2020), read out over the trajectory;
 - ``confidence`` — 1 − p(given label | x_i) under the trained model;
 - ``cleanlab`` — ``cleanlab.filter.find_label_issues`` (the field's standard tool) on
   out-of-fold probabilities from scikit-learn's ``cross_val_predict`` with the run's own
@@ -47,6 +56,7 @@ from ..engine.readout import self_scores
 from ..engine.train import Progress, train
 from ..errors import CancelledError, ConfigError
 from ..methods import TRAK, InfluenceExplicit
+from .trajectory import TRAJECTORY_SIGNALS, TrajectoryRecorder, record
 
 __all__ = [
     "SIGNALS",
@@ -83,6 +93,12 @@ SIGNALS: dict[str, Signal] = {
             "attribution",
             "as above with the margin of the given label as the measurement",
         ),
+        Signal(
+            "forward-only-trajectory",
+            "forward-only self-influence over the trajectory (loss)",
+            "attribution",
+            "summed over the second half's epochs, each read with the response injected in that epoch",
+        ),
         Signal("trak-1", "TRAK-1 self-influence", "attribution", "traker, 1 model, the example as its own query"),
         Signal("trak-10", "TRAK-10 self-influence", "attribution", "traker, 10 models"),
         Signal(
@@ -92,6 +108,18 @@ SIGNALS: dict[str, Signal] = {
             "(1/n) ∇ℓᵀ(H + δI)⁻¹∇ℓ with the explicit last-layer Hessian",
         ),
         Signal("loss", "training loss (control)", "control", "the loss of the given label under the trained model"),
+        Signal(
+            "trajectory-loss",
+            "training loss over the trajectory (control)",
+            "control",
+            "the loss of the given label averaged over the second half's epochs",
+        ),
+        Signal(
+            "aum",
+            "area under the margin, AUM (control)",
+            "control",
+            "−(given label's logit − the largest other logit), averaged over the second half's epochs",
+        ),
         Signal(
             "confidence",
             "confidence in the given label (control)",
@@ -157,8 +185,12 @@ def _require_examples(run, what: str) -> None:
         )
 
 
-def compute_signal(run, signal: str, progress: Callable | None = None) -> SignalResult:
-    """One signal over the run's training set (see the module docstring)."""
+def compute_signal(
+    run, signal: str, progress: Callable | None = None, recorder: TrajectoryRecorder | None = None
+) -> SignalResult:
+    """One signal over the run's training set (see the module docstring). ``recorder``:
+    the :class:`~attrcore.mislabel.trajectory.TrajectoryRecorder` the run was trained with
+    (``fit(..., on_epoch=recorder)``); without one a trajectory signal replays the recipe."""
     if signal not in SIGNALS:
         raise ConfigError(f"unknown signal {signal!r}; choose from {', '.join(SIGNALS)}.")
     ds, X, y = _train_data(run)
@@ -176,6 +208,15 @@ def compute_signal(run, signal: str, progress: Callable | None = None) -> Signal
         kind = "loss" if signal == "forward-only" else "margin"
         tau = self_scores(run.mlp, run.theta, run.responses, X.to(run.theta.dtype), y, measure=kind)
         scores = (-tau if kind == "loss" else tau).double().numpy()
+    elif signal in TRAJECTORY_SIGNALS:
+        if signal == "forward-only-trajectory":
+            _require_examples(run, "forward-only self-influence")
+        rec, replayed = recorder, 0.0
+        if rec is None or signal not in rec.signals():
+            rec, replayed = record(run, signal == "forward-only-trajectory", _stage(progress, "replay"))
+        meta = {"checkpoints": list(rec.read), "window": rec.window, "replayed": replayed > 0}
+        seconds = rec.seconds if signal == "forward-only-trajectory" else rec.control_seconds
+        return SignalResult(signal, spec.title, rec.signals()[signal], seconds, replayed, meta)
     elif signal in ("loss", "confidence"):
         with torch.no_grad():
             logits = run.mlp.forward(run.theta, X.to(run.theta.dtype)).double()
@@ -293,15 +334,30 @@ def _cleanlab_scores(run, progress, folds: int = 5) -> tuple[np.ndarray, dict]:
 
 
 def compute_signals(
-    run, signals: Sequence[str] | None = None, progress: Callable | None = None
+    run,
+    signals: Sequence[str] | None = None,
+    progress: Callable | None = None,
+    recorder: TrajectoryRecorder | None = None,
 ) -> dict[str, SignalResult]:
-    """Every requested signal (default: all) as ``{id: SignalResult}``, in order."""
+    """Every requested signal (default: all) as ``{id: SignalResult}``, in order
+    (``recorder``: see :func:`compute_signal`; without one, the trajectory signals share
+    one replay of the recipe)."""
     ids = parse_signals(signals)
+    wanted = [s for s in ids if s in TRAJECTORY_SIGNALS]
+    if wanted and (recorder is None or any(s not in recorder.signals() for s in wanted)):
+        with_si = "forward-only-trajectory" in wanted
+        if with_si:
+            _require_examples(run, "forward-only self-influence")
+        recorder, replayed = record(run, with_si, _stage(progress, "replay"))
+    else:
+        replayed = 0.0
     out = {}
     for i, s in enumerate(ids):
         if progress is not None and progress(Progress("rank", i, len(ids), {"signal": s})) is False:
             raise CancelledError("ranking cancelled; nothing was stored.")
-        out[s] = compute_signal(run, s, progress)
+        out[s] = compute_signal(run, s, progress, recorder)
+        if s in TRAJECTORY_SIGNALS and replayed:
+            out[s].setup_seconds, out[s].meta["replayed"] = replayed, True
     if progress is not None:
         progress(Progress("rank", len(ids), len(ids), {}))
     return out

@@ -45,10 +45,13 @@ def test_a_fresh_store_offers_to_train_a_noisy_run():
 def test_rank_mark_retrain_export_and_restart():
     store = RunStore()
     sup.NoisyRunRequest("digits", 0.1, None, 0, "noisy", hidden=(16,), train=TrainConfig(epochs=3)).fit_and_save(store)
+    # recorded while the run trained, stored with it: ranked without a replay
+    assert set(ml.TRAJECTORY_SIGNALS) <= sup.stored_signals(store, "noisy", sup.run_version(store, "noisy"))
     at = open_page()
     assert not at.error, texts(at.error)
     table = next(d for d in at.dataframe if "ROC-AUC" in d.value.columns).value
     assert list(table["signal"])[:2] == ["forward-only self-influence (loss)", "forward-only self-influence (margin)"]
+    assert "area under the margin, AUM (control)" in set(table["signal"])
     assert table["ROC-AUC"].between(0.5, 1).all()
     first = at.session_state["ml_pick_noisy_forward-only"]
     button(at, "ml_mark_remove").click().run()
