@@ -21,6 +21,12 @@ forward-only, loss and cleanlab rankings are "fixed" (inspected examples that we
 flipped get their clean label back, the rest are kept), the recipe is retrained, and the
 test accuracy is compared with the noisy model and with the clean-label model.
 
+The trajectory signals (``forward-only-trajectory``, ``trajectory-loss``, ``aum``:
+attrcore/mislabel/trajectory.py) are recorded by an ``on_epoch`` hook while a case trains;
+a case cached before they existed gets them from a second, identical training run (training
+is deterministic: its forward-only ROC-AUC must equal the cached one), with the top 15 % of
+``forward-only-trajectory`` (and of ``aum``, except on mnist1d) fixed the same way.
+
 Writes ``benchmarks/mislabel_bench.md``, ``.json`` and the found-vs-inspected plot
 (``mislabel_found.png`` via matplotlib when installed, and ``mislabel_found.html``).
 """
@@ -51,12 +57,17 @@ from attrcore.mislabel import (  # noqa: E402
     fix_top,
     retrain_with_marks,
 )
+from attrcore.mislabel.trajectory import recorder_for  # noqa: E402
 from attrcore.run import fit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAIRS = "7:1,2:5,9:3"
 HELD_OUT_PAIRS = "3:8,4:9,1:7"  # not looked at while choosing the default signal
 SIGNALS = ("forward-only", "forward-only-margin", "trak-1", "trak-10", "if", "loss", "confidence", "cleanlab")
+# read out over the training trajectory (attrcore/mislabel/trajectory.py), recorded while the
+# run trains; a case cached before they existed gets them from a second, identical training
+# run (training is deterministic; its forward-only row is checked against the cached one)
+TRAJECTORY = ("forward-only-trajectory", "trajectory-loss", "aum")
 RECIPES = {
     "digits": {"hidden": (128,), "train": TrainConfig(epochs=30, lr=0.1, batch_size=64, weight_decay=1e-4, seed=0)},
     "breast_cancer": {
@@ -70,6 +81,7 @@ RECIPES = {
 }
 FIX_FRACTION = 0.15
 FIX_SIGNALS = ("forward-only", "loss", "cleanlab")
+TRAJECTORY_FIX = ("forward-only-trajectory", "aum")
 
 
 def run_case(
@@ -79,11 +91,73 @@ def run_case(
     tag = f"{source}-{noise.rate}-{noise.pairs}-{noise.seed}-K{horizon}-{'-'.join(signals)}-{quick}"
     path = None if cache is None else cache / (tag.replace(":", "").replace(",", "_") + ".json")
     if path is not None and path.exists():
-        return json.loads(path.read_text())
-    case = _run_case(source, noise, horizon, signals, quick)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(case, default=float))
+        case = json.loads(path.read_text())
+    else:
+        case = _run_case(source, noise, horizon, signals, quick)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(case, default=float))
+    if tuple(signals) == SIGNALS:
+        extra = None if path is None else path.with_name(path.stem + "-trajectory.json")
+        if extra is not None and extra.exists():
+            more = json.loads(extra.read_text())
+        else:
+            more = _trajectory_case(source, noise, horizon, quick)
+            if extra is not None:
+                extra.write_text(json.dumps(more, default=float))
+        case = _merge(case, more)
+    return case
+
+
+def _trajectory_case(source: str, noise: NoiseSpec, horizon: int | None, quick: bool) -> dict:
+    """The trajectory signals of a case: the same training run again, recorded."""
+    recipe = RECIPES[source]
+    cfg = recipe["train"]
+    if quick:
+        from dataclasses import replace
+
+        cfg = replace(cfg, epochs=5)
+    data = noise.load(source)
+    rec = recorder_for(data, recipe["hidden"], "relu", cfg)
+    run = fit(
+        data, hidden=recipe["hidden"], train_config=cfg, simulation=SimulationConfig(horizon=horizon), on_epoch=rec
+    )
+    results = compute_signals(run, ("forward-only",) + TRAJECTORY, recorder=rec)
+    flags = np.zeros(data.n_train, dtype=bool)
+    flags[data.flipped] = True
+    rows = detection_rows(results, flags)
+    fixes = {}
+    for sid in TRAJECTORY_FIX if source != "mnist1d" else TRAJECTORY_FIX[:1]:
+        fixes[sid] = retrain_with_marks(run, fix_top(results[sid].scores, FIX_FRACTION, data))
+    print(
+        f"{source} {noise} K={horizon} trajectory: " + ", ".join(f"{r['id']} {r['auc']:.3f}" for r in rows), flush=True
+    )
+    return {
+        "rows": rows,
+        "fix": fixes,
+        "curves": {k: _thin(x, y) for k, (x, y) in curves(results, flags).items() if "trajectory" in k or "AUM" in k},
+        "hook_seconds": rec.seconds,
+    }
+
+
+def _merge(case: dict, more: dict) -> dict:
+    """The case with the trajectory rows, fixes and curves added (checked: same run)."""
+    fo = next(r for r in case["rows"] if r["id"] == "forward-only")
+    again = next(r for r in more["rows"] if r["id"] == "forward-only")
+    if abs(fo["auc"] - again["auc"]) > 1e-6:
+        raise RuntimeError(f"the recorded run differs from the cached one (forward-only {again['auc']} vs {fo['auc']})")
+    case = dict(case)
+    rows = [r for r in case["rows"] if r["id"] not in TRAJECTORY]
+    at = next(i for i, r in enumerate(rows) if r["id"] == "forward-only-margin") + 1
+    new = {r["id"]: r for r in more["rows"]}
+    rows[at:at] = [new["forward-only-trajectory"]]
+    ctrl = next(i for i, r in enumerate(rows) if r["id"] == "loss") + 1
+    rows[ctrl:ctrl] = [new["trajectory-loss"], new["aum"]]
+    case["rows"] = rows
+    case["finding"] = finding(rows)
+    case["fix"] = {**case["fix"], **more["fix"]}
+    case["curves"] = {**case["curves"], **more["curves"]}
+    case["trajectory_hook_seconds"] = more.get("hook_seconds")
     return case
 
 
@@ -103,6 +177,7 @@ def _run_case(source: str, noise: NoiseSpec, horizon: int | None, signals, quick
     flags[data.flipped] = True
     rows = detection_rows(results, flags)
     fixes = {}
+    # (the trajectory signals are added by run_case from a recorded run: _trajectory_case)
     # mnist1d: one fix (two trainings of its larger net) keeps the case affordable here
     for sid in FIX_SIGNALS if source != "mnist1d" else FIX_SIGNALS[:1]:
         if sid in results:

@@ -464,10 +464,12 @@ Such examples tend to have unusually large influence on their own prediction (th
 from the responses simulated while this run trained. It is not magic, and it is not the
 best detector: in this project's benchmark (benchmarks/mislabel_bench.md: digits, uniform
 and class-conditional noise, breast_cancer, mnist1d) **a simple control beat every
-attribution signal in every setting** (on every noise seed) — the training loss, or cleanlab's cross-validated
-probabilities. Forward-only self-influence was the best *attribution* signal (above TRAK and
-the influence function; with the margin on mnist1d, where the net memorises its training
-set) and ranks every example in about a second. The table above tells you which was best on
-this run.
+attribution signal in every setting** — the area under the margin (AUM) over the second half
+of training, the training loss, or cleanlab's cross-validated probabilities. Forward-only
+self-influence was the best *attribution* signal (above TRAK and the influence function; with
+the margin on mnist1d, where the net memorises its training set) and ranks every example in
+about a second; read over the training trajectory it gains on some data (mnist1d: 0.735 →
+0.854) and loses a little on other (benchmarks/mislabel_trajectory_study.md). The table above
+tells you which was best on this run.
 """,
 )
