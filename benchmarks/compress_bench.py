@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,17 +38,20 @@ from attrcore.engine.tangents import Tangents  # noqa: E402
 from attrcore.engine.train import train  # noqa: E402
 from attrcore.evaluation.bench import (  # noqa: E402
     LDS_PROTOCOLS,
+    bench_log,
     fitted_trak,
+    fmt_lds,
+    ground_truth_info,
+    ground_truth_sentence,
     lds_by_protocol,
+    machine_info,
     protocol_ground_truths,
+    report_context,
     round_robin,
     task_setup,
 )
-from attrcore.evaluation.metrics import summarize  # noqa: E402
 
-
-def log(*a) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
+log = bench_log
 
 
 def median_time(fn, repeats: int) -> tuple[object, float, list[float]]:
@@ -230,21 +231,13 @@ def main(argv=None) -> dict:
         "task": task,
         "horizon": horizon,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "load_average": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "m": m,
         "p": p,
         "n_queries": nq,
         "headline_rank": args.rank,
         "power_iterations": args.power_iterations,
-        "ground_truth": {
-            pr: {"seconds": gt_seconds[pr], "subsets": args.subsets, "ceiling": summarize(gts[pr].ceiling())}
-            for pr in gts
-        },
+        "ground_truth": ground_truth_info(gts, gt_seconds, args.subsets),
         "protocols": list(args.protocols),
         "rows": rows,
         "seconds": time.perf_counter() - t_start,
@@ -255,8 +248,7 @@ def main(argv=None) -> dict:
     return doc
 
 
-def _f(s: dict | None) -> str:
-    return "–" if not s else f"{s['mean']:.3f} ± {s['sem']:.3f}"
+_f = fmt_lds
 
 
 def write(doc: dict, out: Path) -> None:
@@ -274,17 +266,11 @@ def write(doc: dict, out: Path) -> None:
     lines = [
         f"# Compressed responses: {doc['task']}, horizon {doc['horizon']}",
         "",
-        f"{doc['created']} · {doc['machine']['cpus']} CPUs (load average "
-        f"{', '.join(f'{x:.1f}' for x in doc['machine']['load_average'])}) · torch {doc['machine']['torch']} · "
+        f"{report_context(doc)} · "
         f"m = {doc['m']} sources, p = {doc['p']} parameters, {doc['n_queries']} queries · "
         f"{doc['power_iterations']} power iteration(s) · total {doc['seconds']:.0f} s",
         "",
-        "Ground truth: "
-        + "; ".join(
-            f"{p}: {g['subsets']} subsets at 0.5 ({g['seconds']:.0f} s), seed-noise ceiling {_f(g['ceiling'])}"
-            for p, g in doc["ground_truth"].items()
-        )
-        + ".",
+        ground_truth_sentence(doc["ground_truth"]),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -63,9 +63,15 @@ from .metrics import summarize
 __all__ = [
     "LDS_PROTOCOLS",
     "TASKS",
+    "bench_log",
     "fitted_trak",
+    "fmt_lds",
+    "ground_truth_info",
+    "ground_truth_sentence",
     "lds_by_protocol",
+    "machine_info",
     "protocol_ground_truths",
+    "report_context",
     "round_robin",
     "run_bench",
     "task_setup",
@@ -715,3 +721,42 @@ def round_robin(
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     return wall, cpu
+
+
+def bench_log(*parts) -> None:
+    """A benchmark script's progress line, with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}]", *parts, flush=True)
+
+
+def machine_info() -> dict:
+    """What a benchmark report records of the machine it ran on (with the load at the end)."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def ground_truth_info(gts: dict, seconds: dict, n_subsets: int) -> dict:
+    """``{protocol: {seconds, subsets, ceiling}}`` of :func:`protocol_ground_truths`' result."""
+    return {pr: {"seconds": seconds[pr], "subsets": n_subsets, "ceiling": summarize(gts[pr].ceiling())} for pr in gts}
+
+
+def report_context(doc: dict) -> str:
+    """``created · CPUs (load average …) · torch …`` for a report's second line."""
+    mach = doc["machine"]
+    load = ", ".join(f"{x:.1f}" for x in mach["load_average"])
+    return f"{doc['created']} · {mach['cpus']} CPUs (load average {load}) · torch {mach['torch']}"
+
+
+def ground_truth_sentence(info: dict) -> str:
+    """One sentence naming each protocol's subsets, time and seed-noise ceiling."""
+    parts = [
+        f"{p}: {g['subsets']} subsets at 0.5 ({g['seconds']:.0f} s), seed-noise ceiling {_fmt(g['ceiling'])}"
+        for p, g in info.items()
+    ]
+    return "Ground truth: " + "; ".join(parts) + "."
+
+
+fmt_lds = _fmt  # "mean ± s.e." of a summary, "–" when there is none
