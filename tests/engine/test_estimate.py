@@ -137,3 +137,17 @@ def test_the_ekfac_default_is_estimated_as_ekfac_and_fits_its_budget():
         4000, 40, 10, (256, 256), train, SimulationConfig(horizon=16, curvature="ekfac", rank=None), 4000
     )
     assert finite.state_bytes > ekfac.response_bytes  # the segment's injections are a second m × p block
+
+
+def test_the_ekfac_rank_adds_its_subspace_iterations_and_injections():
+    """``ekfac_rank`` r: the top-r GN directions cost O(r·p) per injection and r tangents through
+    every recorded example per subspace iteration; more iterations or a higher rank cost more."""
+    train = TrainConfig(epochs=30, lr=0.1, batch_size=64, weight_decay=1e-4)
+    base = SimulationConfig(horizon=16, curvature="ekfac", rank=None)
+    plain = estimate_training(1437, 64, 10, (128,), train, base, 1437)
+    r32 = estimate_training(1437, 64, 10, (128,), train, replace(base, ekfac_rank=32), 1437)
+    r64 = estimate_training(1437, 64, 10, (128,), train, replace(base, ekfac_rank=64), 1437)
+    more = estimate_training(1437, 64, 10, (128,), train, replace(base, ekfac_rank=32, ekfac_rank_iterations=8), 1437)
+    assert plain.seconds < r32.seconds < r64.seconds and r32.seconds < more.seconds
+    assert r32.state_bytes > plain.state_bytes and r32.response_bytes == plain.response_bytes
+    assert any("rank 32" in note for note in r32.notes)
