@@ -526,10 +526,26 @@ def _family(method: str) -> tuple[str, str | None, float | None]:
     return method, None, None
 
 
+# costs that do not grow with the training length: their slopes against n and p may join cells
+# of different epochs (n = 4,000 ran 2 epochs, 20,000 and 50,000 one); setup s and peak MB may not
+ANY_RECIPE = ("ms per query", "CPU ms per query", "bytes per source")
+
+
+def _newest_per_x(rows: list[dict], x: str) -> list[dict]:
+    """One row per value of ``x``: the newest run's (cells of another recipe at the same x)."""
+    best: dict = {}
+    for r in rows:
+        if r[x] not in best or r.get("run", 0) > best[r[x]].get("run", 0):
+            best[r[x]] = r
+    return [best[k] for k in sorted(best)]
+
+
 def slopes(rows: list[dict]) -> list[dict]:
     """Least-squares d log(cost) / d log(x) for x = n (p fixed), p (n fixed) and the method's
     own size (groups m, rank r, TRAK models), over cells that differ in x only and share the
-    recipe (epochs); only where ≥ 2 distinct x were measured. Each entry says its points."""
+    recipe (epochs; for the per-query time and the bytes per source, which do not grow with
+    the epochs, any recipe, one cell per x: the newest run's); only where ≥ 2 distinct x were
+    measured. Each entry says its points."""
     latest: dict = {}  # one row per cell and method: the newest run's (an older one may stay in the table)
     for r in rows:
         if "error" not in r:
@@ -558,11 +574,17 @@ def slopes(rows: list[dict]) -> list[dict]:
     for cost, (key, scale) in COSTS.items():
         # a store-timing row's setup is its store's (one featurization), not TRAK-10's
         have = [r for r in ok if r.get(key) is not None and not (key == "setup_seconds" and r.get("store_timing"))]
+        any_recipe = cost in ANY_RECIPE
         for method in sorted({r["method"] for r in have}):
             mine = [r for r in have if r["method"] == method]
-            for x, fixed in (("n", ("params", "epochs")), ("p", ("n", "epochs"))):
+            grid = (
+                (("n", ("params",)), ("p", ("n",)))
+                if any_recipe
+                else (("n", ("params", "epochs")), ("p", ("n", "epochs")))
+            )
+            for x, fixed in grid:
                 for v in sorted({tuple(r[f] for f in fixed) for r in mine}):
-                    sel = [r for r in mine if tuple(r[f] for f in fixed) == v]
+                    sel = _newest_per_x([r for r in mine if tuple(r[f] for f in fixed) == v], x)
                     label = ", ".join(f"{f}={val}" for f, val in zip(fixed, v))
                     fit(cost, method, x, label, [(r[x], scale * r[key]) for r in sel])
         fams = sorted({_family(r["method"])[0] for r in have if _family(r["method"])[1]})

@@ -89,3 +89,28 @@ def test_store_timing_runs_trakers_scoring_path(problem, blocks, monkeypatch):
     finally:
         store.close()
         one.close()
+
+
+def test_slopes_join_recipes_only_for_costs_that_do_not_grow_with_the_epochs():
+    def row(n, epochs, run, spq, setup):
+        return {"run": run, "n": n, "params": "80k", "p": 78858, "epochs": epochs, "method": "trak-1"} | {
+            "seconds_per_query": spq,
+            "setup_seconds": setup,
+            "bytes_per_source": 100.0,
+            "peak_mb": 900.0,
+        }
+
+    rows = [
+        row(4000, 2, 0, 0.004, 17.0),
+        row(4000, 1, 5, 0.003, 9.0),  # the same n in a later run, another recipe: it is the one fitted
+        row(20000, 1, 5, 0.015, 45.0),
+        row(50000, 1, 6, 0.0375, 113.0),
+        {"run": 6, "n": 20000, "params": "80k", "epochs": 1, "method": "trak-1", "error": "x"},
+    ]
+    fits = {(e["cost"], e["against"], e["fixed"]): e for e in scale_bench.slopes(rows)}
+    per_query = fits[("ms per query", "n", "params=80k")]
+    assert per_query["points"] == 3 and per_query["slope"] == pytest.approx(1.0)
+    setup = fits[("setup s", "n", "params=80k, epochs=1")]  # setup grows with the epochs: one recipe
+    assert setup["points"] == 3
+    assert ("setup s", "n", "params=80k") not in fits
+    assert ("setup s", "n", "params=80k, epochs=2") not in fits  # one 2-epoch cell: no slope
