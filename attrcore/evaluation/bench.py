@@ -276,21 +276,20 @@ def run_bench(
 
     # ---- ground truth (parallel, stored, resumable) ------------------------------------
     gt_common = {"queries": queries, "store": store, "scheduler": scheduler, "n_jobs": n_jobs, "progress": progress}
-    gts = {}
-    gt_seconds = {}
-    for proto in lds_protocols:
-        gts[proto], gt_seconds[proto] = _timed(
-            lambda p=proto: lds_ground_truth(
-                ds,
-                mcfg,
-                cfg,
-                n_subsets=n_subsets,
-                fraction=fraction,
-                ceiling_seeds=ceiling_seeds,
-                vary_seed=(p == "random-seed"),
-                **gt_common,
-            )
-        )
+    gts, gt_seconds = protocol_ground_truths(
+        ds,
+        mcfg,
+        cfg,
+        queries,
+        lds_protocols,
+        n_subsets,
+        n_jobs=n_jobs,
+        fraction=fraction,
+        ceiling_seeds=ceiling_seeds,
+        store=store,
+        scheduler=scheduler,
+        progress=progress,
+    )
     rng = np.random.default_rng(12345)
     loo_idx = np.sort(rng.choice(ds.n_train, size=min(loo_k, ds.n_train), replace=False))
     loo, loo_seconds = {}, {}
@@ -663,9 +662,13 @@ def protocol_ground_truths(
     n_subsets: int = 100,
     n_jobs: int = 1,
     log: Callable[[str], None] | None = None,
+    fraction: float = 0.5,
+    **options,
 ) -> tuple[dict, dict]:
     """``({protocol: LDS ground truth}, {protocol: seconds})`` for ``queries (X, y)``: 100
-    subsets at α = 0.5 by default, stored in the run store and reused by a rerun."""
+    subsets at α = 0.5 by default, stored in the run store and reused by a rerun.
+    ``options`` go to :func:`lds_ground_truth` (``ceiling_seeds``, ``store``, ``scheduler``,
+    ``progress``)."""
     gts, seconds = {}, {}
     for proto in protocols:
         gts[proto], seconds[proto] = _timed(
@@ -674,10 +677,11 @@ def protocol_ground_truths(
                 mcfg,
                 cfg,
                 n_subsets=n_subsets,
-                fraction=0.5,
+                fraction=fraction,
                 queries=queries,
                 vary_seed=(p == "random-seed"),
                 n_jobs=n_jobs,
+                **options,
             )
         )
         if log is not None:
