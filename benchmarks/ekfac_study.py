@@ -37,7 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from attrcore.config import SimulationConfig, parse_horizon
+from propagation_study import parse_setting  # the same key=value settings (this folder is on sys.path)
+
+from attrcore.config import SimulationConfig
 from attrcore.engine import MLP, train
 from attrcore.engine.compress import CompressedResponses
 from attrcore.engine.curvature import MLPCurvature
@@ -49,24 +51,6 @@ from attrcore.evaluation.metrics import lds, summarize
 
 HERE = Path(__file__).resolve().parent
 PROTOCOLS = ("random-seed", "fixed-seed")
-
-
-def parse_setting(pairs: list[str]) -> dict:
-    out: dict = {}
-    for pair in pairs:
-        key, value = pair.split("=", 1)
-        if key == "horizon":
-            out[key] = parse_horizon(value)
-            continue
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
 
 
 def block_diagonal_curvature() -> None:
