@@ -246,10 +246,11 @@ def bench_curves(doc: dict, protocol: str = "fixed-seed") -> dict[str, dict[str,
 
 
 def bench_protocols(doc: dict) -> list[str]:
-    """LDS protocols a benchmark report has, in the report's own order (random-seed first
-    where the report lists it first)."""
+    """LDS protocols a benchmark report has, in the report's own order; a report that does
+    not list its order (written before the benchmark kept its settings) gets the standard
+    protocol, random-seed, first."""
     listed = list((doc.get("settings") or {}).get("lds_protocols") or ())
-    present = [p for p in ("fixed-seed", "random-seed") if p in doc.get("ground_truth", {})]
+    present = [p for p in ("random-seed", "fixed-seed") if p in doc.get("ground_truth", {})]
     return [p for p in listed if p in present] + [p for p in present if p not in listed]
 
 

@@ -583,7 +583,7 @@ def write_report(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     jpath.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     gt = doc["ground_truth"]
     listed = [p for p in doc.get("settings", {}).get("lds_protocols", ()) if p in gt]
-    protos = listed + [p for p in ("fixed-seed", "random-seed") if p in gt and p not in listed]
+    protos = listed + [p for p in ("random-seed", "fixed-seed") if p in gt and p not in listed]
     refs = sorted({k[len("time_vs_trak") :] for r in doc["rows"] for k in r if k.startswith("time_vs_trak")}, key=int)
     widths = [doc["model"]["input_dim"], *doc["model"]["hidden"], doc["model"]["n_classes"]]
     lines = [

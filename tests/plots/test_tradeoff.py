@@ -47,6 +47,9 @@ DOC = {
 
 def test_points_come_from_every_row_but_the_random_control_in_the_reports_protocol_order():
     assert bench_protocols(DOC) == ["random-seed", "fixed-seed"]
+    unlisted = {**DOC, "settings": {}}  # a report written before the settings were kept
+    assert bench_protocols(unlisted) == ["random-seed", "fixed-seed"]
+    assert bench_protocols({**DOC, "settings": {"lds_protocols": ["fixed-seed"]}}) == ["fixed-seed", "random-seed"]
     pts = bench_time_points(DOC, "random-seed")
     assert pts["families"] == ["forward-only", "trak", "if"]
     assert pts["seconds"] == [8.0, 60.0, 4.0]
